@@ -1,0 +1,1 @@
+"""The ZooKeeper layout, records and clock shared by agent, coordinator and emulator."""

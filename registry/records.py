@@ -1,0 +1,302 @@
+"""The JSON records that agents and coordinators exchange through ZooKeeper.
+
+Defined once, imported by both sides. Every record tolerates unknown keys (a newer
+writer must not crash an older reader) and rejects wrong types (a malformed record is
+logged and skipped by `registry.codec.decode`, never trusted).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+Name = Annotated[str, Field(pattern=_NAME_PATTERN)]
+"""A VM, group or event name: safe as one ZooKeeper path component."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# ---------------------------------------------------------------- VMs
+
+
+class VMRegistration(Record):
+    """Ephemeral `vms/<name>`: the VM's agent is alive and this is what IMDS told it."""
+
+    name: Name
+    vm_id: str = ""
+    fd: int = Field(ge=0)
+    ud: int = Field(ge=0)
+    zone: str = ""
+    location: str = ""
+    address: str = ""
+    scale_set: str = ""
+    placement_group: str = ""
+    groups: list[Name] = []
+    agent_url: str = ""
+    registered_at: float = 0.0
+
+
+class VMState(Record):
+    """Persistent `vm-state/<name>`: last known topology, outlives the agent's session."""
+
+    name: Name
+    vm_id: str = ""
+    fd: int = Field(ge=0)
+    ud: int = Field(ge=0)
+    zone: str = ""
+    location: str = ""
+    address: str = ""
+    scale_set: str = ""
+    placement_group: str = ""
+    labels: dict[str, str] = {}
+    last_registered_at: float = 0.0
+
+
+# ---------------------------------------------------------------- groups
+
+MinAvailable = int | Literal["majority"]
+
+
+class Group(Record):
+    """Persistent `groups/<name>`: replicas that must keep `min_available` of them up."""
+
+    name: Name
+    members: list[Name]
+    min_available: MinAvailable = "majority"
+    source: str = "api"
+    health_gate: str = ""
+    """An http(s) URL that must answer 2xx, or a shell command that must exit 0."""
+
+    @field_validator("min_available")
+    @classmethod
+    def _non_negative(cls, value: MinAvailable) -> MinAvailable:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("min_available must be >= 0 or 'majority'")
+        return value
+
+    def required(self) -> int:
+        """How many members must stay available."""
+        if self.min_available == "majority":
+            return len(set(self.members)) // 2 + 1
+        return self.min_available
+
+
+# ---------------------------------------------------------------- platform events
+
+
+class EventType(StrEnum):
+    FREEZE = "Freeze"
+    REBOOT = "Reboot"
+    REDEPLOY = "Redeploy"
+    PREEMPT = "Preempt"
+    TERMINATE = "Terminate"
+
+
+class PlatformStatus(StrEnum):
+    SCHEDULED = "Scheduled"
+    STARTED = "Started"
+    GONE = "Gone"
+    """Left the IMDS document: finished if it had started, cancelled otherwise."""
+
+
+class PlatformEvent(Record):
+    """Persistent `events/<id>`: the platform's view, merged from every agent that saw it."""
+
+    event_id: Name
+    event_type: EventType
+    status: PlatformStatus
+    resources: list[str]
+    not_before: float | None = None
+    """Epoch seconds; None once Started (IMDS then sends an empty NotBefore)."""
+    description: str = ""
+    source: str = "Platform"
+    duration_s: int = -1
+    incarnation: int = 0
+    seen_by: list[Name] = []
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    started_at: float | None = None
+    gone_at: float | None = None
+
+
+# ---------------------------------------------------------------- decisions
+
+
+class DecisionState(StrEnum):
+    NEW = "new"
+    DRAINING = "draining"
+    READY = "ready"
+    APPROVED = "approved"
+    ACKNOWLEDGED = "acknowledged"
+    STARTED = "started"
+    COMPLETED = "completed"
+    RESTORED = "restored"
+    HELD = "held"
+    FORCED = "forced"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = frozenset({DecisionState.RESTORED, DecisionState.CANCELLED})
+
+
+class Transition(Record):
+    at: float
+    to: DecisionState
+    reason: str
+    by: str = "coordinator"
+
+
+class Decision(Record):
+    """Persistent `decisions/<id>`: our state machine for one platform event."""
+
+    event_id: Name
+    state: DecisionState = DecisionState.NEW
+    reason: str = ""
+    reserved: list[Name] = []
+    """VMs whose availability this event holds; released only at a terminal state."""
+    drain: list[Name] = []
+    """VMs asked to drain (a subset of `reserved`, empty for no-drain events)."""
+    best_effort: bool = False
+    """Drained without our approval because the platform will start it anyway."""
+    operator_hold: str = ""
+    """Non-empty while an operator holds the event: the reason they gave."""
+    force_reason: str = ""
+    """Non-empty when an operator force-approved the event."""
+    acker: Name | None = None
+    approval: int = 0
+    """Incremented on every approval; an acker sends one acknowledgement per approval."""
+    ours: bool = False
+    """True once the platform started the event after our acknowledgement."""
+    state_since: float = 0.0
+    updated_at: float = 0.0
+    history: list[Transition] = []
+
+
+# ---------------------------------------------------------------- drain and acks
+
+
+class DrainWant(StrEnum):
+    DRAINED = "drained"
+    RESTORED = "restored"
+
+
+class DrainStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DRAINED = "drained"
+    RESTORED = "restored"
+    FAILED = "failed"
+
+
+class DrainRecord(Record):
+    """Persistent `drain/<vm>`: the coordinator sets `want`, the VM's agent reports `status`.
+
+    Both sides write with compare-and-set on the znode version. `event_id` + `want`
+    identify a request; the agent runs a hook once per (event_id, want).
+    """
+
+    vm: Name
+    event_id: Name
+    want: DrainWant
+    status: DrainStatus = DrainStatus.PENDING
+    requested_at: float = 0.0
+    updated_at: float = 0.0
+    detail: str = ""
+    """Hook output tail or error, for operators."""
+
+
+class AckState(StrEnum):
+    SENDING = "sending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class AckRecord(Record):
+    """Persistent `acks/<event-id>`: the acker's account of its acknowledgement.
+
+    Written *before* the POST with state `sending`: an agent that restarts and finds a
+    record for the same approval never sends again (at most once per approval).
+    """
+
+    event_id: Name
+    approval: int
+    vm: Name
+    state: AckState
+    incarnation: int = 0
+    at: float = 0.0
+    detail: str = ""
+
+
+# ---------------------------------------------------------------- policy and audit
+
+
+class TypeRule(StrEnum):
+    DRAIN = "drain"
+    """Reserve, drain, then approve when safe (the default)."""
+    NO_DRAIN = "no_drain"
+    """Reserve and approve when safe, without running drain hooks."""
+
+
+class Policy(Record):
+    """Persistent `config`: how the coordinator decides."""
+
+    max_concurrent_uds: int = Field(default=1, ge=1)
+    max_unavailable: int | str | None = None
+    """Cluster-wide cap on unavailable VMs: a number, or a percent like "10%"."""
+    rules: dict[EventType, TypeRule] = {
+        EventType.FREEZE: TypeRule.DRAIN,
+        EventType.REBOOT: TypeRule.DRAIN,
+        EventType.REDEPLOY: TypeRule.DRAIN,
+        EventType.PREEMPT: TypeRule.DRAIN,
+        EventType.TERMINATE: TypeRule.DRAIN,
+    }
+    drain_timeout_s: float = Field(default=600.0, gt=0)
+    best_effort_lead_s: float = Field(default=120.0, ge=0)
+    """How long before NotBefore a held event's VMs are drained anyway."""
+    restore_timeout_s: float = Field(default=1800.0, gt=0)
+    ack_timeout_s: float = Field(default=60.0, gt=0)
+    """After this long without the event starting, an approval is renewed."""
+    paused: bool = False
+    dry_run: bool = False
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _valid_cap(cls, value: int | str | None) -> int | str | None:
+        if value is None or isinstance(value, int):
+            if isinstance(value, int) and value < 0:
+                raise ValueError("max_unavailable must be >= 0")
+            return value
+        text = value.strip()
+        if not text.endswith("%"):
+            raise ValueError("max_unavailable must be a number or a percent like '10%'")
+        percent = float(text[:-1])
+        if not 0 <= percent <= 100:
+            raise ValueError("max_unavailable percent must be between 0 and 100")
+        return text
+
+    def unavailable_cap(self, vm_count: int) -> int | None:
+        """The cluster-wide cap as a VM count, or None when there is none."""
+        if self.max_unavailable is None:
+            return None
+        if isinstance(self.max_unavailable, int):
+            return self.max_unavailable
+        return int(vm_count * float(self.max_unavailable[:-1]) / 100)
+
+    def rule(self, event_type: EventType) -> TypeRule:
+        return self.rules.get(event_type, TypeRule.DRAIN)
+
+
+class AuditEntry(Record):
+    """Persistent-sequential `audit/entry-`: who did what, append-only."""
+
+    at: float
+    actor: str
+    action: str
+    event_id: str = ""
+    detail: str = ""
