@@ -1,0 +1,213 @@
+"""Agent configuration: defaults < file (TOML or YAML) < `QG_*` environment < flags.
+
+Everything is validated once, before anything starts, so a typo fails fast with a
+message naming the field instead of surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from registry.clock import parse_clock
+from registry.records import MinAvailable, Name
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the offending field."""
+
+
+class HookConfig(BaseModel):
+    """A drain or restore hook: a command (argv list or shell string) or an HTTP URL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: str | list[str] | None = None
+    url: str | None = None
+    timeout_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HookConfig:
+        if self.command is not None and self.url is not None:
+            raise ValueError("give either command or url, not both")
+        if isinstance(self.command, list) and not self.command:
+            raise ValueError("command must not be empty")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return self
+
+    @property
+    def empty(self) -> bool:
+        return self.command is None and self.url is None
+
+
+class AgentConfig(BaseModel):
+    """What one agent needs to know; see docs/architecture.md for the protocol."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster: Name = "default"
+    zk_hosts: str = "127.0.0.1:2181"
+    zk_root: str = "/quorumgate"
+    zk_auth: str | None = None
+    """Digest credentials `user:password`."""
+    zk_session_timeout_s: float = Field(default=10.0, ge=2.0, le=120.0)
+
+    imds_url: str = "http://169.254.169.254"
+    instance_api_version: str = "2021-02-01"
+    events_api_version: str = "2020-07-01"
+    imds_timeout_s: float = Field(default=5.0, gt=0)
+    imds_first_call_timeout_s: float = Field(default=120.0, gt=0)
+    imds_max_attempts: int = Field(default=4, ge=1, le=20)
+    imds_deadline_s: float = Field(default=15.0, gt=0)
+    imds_rate_per_s: float = Field(default=4.0, gt=0, le=5.0)
+
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    """In the clock's time: with a virtual clock the real interval is shorter."""
+    clock: str = "real"
+    vm_name: Name | None = None
+    """Override of IMDS compute.name (the name scheduled events list in Resources)."""
+
+    groups: list[Name] = []
+    min_available: MinAvailable = "majority"
+    drain_hook: HookConfig = HookConfig()
+    restore_hook: HookConfig = HookConfig()
+    ack_retries: int = Field(default=3, ge=0, le=10)
+    """Refetch-and-retry rounds when IMDS rejects an acknowledgement with a 4xx."""
+
+    health_port: int = Field(default=0, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("zk_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split("/", 1)[0].split(",") if h.strip()]
+        if not hosts:
+            raise ValueError("zk_hosts must list at least one host:port")
+        return value
+
+    @field_validator("zk_auth")
+    @classmethod
+    def _auth(cls, value: str | None) -> str | None:
+        if value is not None and (":" not in value or value.startswith(":")):
+            raise ValueError("zk_auth must be 'user:password'")
+        return value
+
+    @field_validator("zk_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/"):
+            raise ValueError("zk_root must start with '/' and not end with '/'")
+        return value
+
+    @field_validator("imds_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("imds_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("clock")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        parse_clock(value)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+# ---------------------------------------------------------------- sources
+
+_ENV_PREFIX = "QG_"
+_HOOK_KEYS = ("command", "url", "timeout_s")
+_LIST_FIELDS = {"groups"}
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A TOML or YAML file as a dict; an `[agent]` section is used when present."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {str(file)!r}: {exc.strerror or exc}") from exc
+    try:
+        if file.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {str(file)!r} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(file)!r} must hold a mapping of settings")
+    section = data.get("agent")
+    return dict(section) if isinstance(section, dict) else data
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`QG_<FIELD>` for plain fields, `QG_DRAIN_HOOK_COMMAND` etc. for hooks, QG_GROUPS=a,b."""
+    out: dict[str, Any] = {}
+    for name in AgentConfig.model_fields:
+        if name in ("drain_hook", "restore_hook"):
+            hook = {key: environ[f"{_ENV_PREFIX}{name.upper()}_{key.upper()}"]
+                    for key in _HOOK_KEYS
+                    if f"{_ENV_PREFIX}{name.upper()}_{key.upper()}" in environ}
+            if hook:
+                out[name] = hook
+            continue
+        key = f"{_ENV_PREFIX}{name.upper()}"
+        if key in environ:
+            value: Any = environ[key]
+            if name in _LIST_FIELDS:
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            out[name] = value
+    return out
+
+
+def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; hook tables merge key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                base = dict(merged[key])
+                if "command" in value or "url" in value:
+                    # A later layer naming a hook kind replaces the earlier kind.
+                    base.pop("command", None)
+                    base.pop("url", None)
+                merged[key] = {**base, **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def build(data: Mapping[str, Any]) -> AgentConfig:
+    """Validate merged settings; ConfigError names every bad field."""
+    try:
+        return AgentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            problems.append(f"{where}: {error['msg']}")
+        raise ConfigError("bad agent config: " + "; ".join(problems)) from None
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> AgentConfig:
+    """The effective configuration: file, then environment, then flag overrides."""
+    env = os.environ if environ is None else environ
+    path = path or env.get(f"{_ENV_PREFIX}CONFIG")
+    file_layer = read_file(path) if path else {}
+    return build(merge(file_layer, from_env(env), overrides or {}))

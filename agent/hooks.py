@@ -1,0 +1,117 @@
+"""Drain/restore hooks: the operator's command or HTTP endpoint that moves replicas away.
+
+A command gets the event in `QG_*` environment variables and succeeds with exit code
+0; an HTTP hook gets the same fields as JSON and succeeds with a 2xx. Either fails on
+its timeout. No hook configured means there is nothing to drain: done at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+
+import httpx
+
+from agent.config import HookConfig
+
+TAIL_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class HookContext:
+    event_id: str
+    event_type: str
+    resources: list[str]
+    not_before: float | None
+    vm: str
+    action: str
+    """`drain` or `restore`."""
+
+    def env(self) -> dict[str, str]:
+        return {
+            "QG_EVENT_ID": self.event_id,
+            "QG_EVENT_TYPE": self.event_type,
+            "QG_RESOURCES": ",".join(self.resources),
+            "QG_NOT_BEFORE": "" if self.not_before is None else f"{self.not_before:.3f}",
+            "QG_VM": self.vm,
+            "QG_ACTION": self.action,
+        }
+
+    def payload(self) -> dict[str, object]:
+        return {"event_id": self.event_id, "event_type": self.event_type,
+                "resources": self.resources, "not_before": self.not_before,
+                "vm": self.vm, "action": self.action}
+
+
+@dataclass(frozen=True)
+class HookResult:
+    ok: bool
+    result: str
+    """`done`, `failed`, `timeout` or `skipped` (no hook): a metrics label."""
+    detail: str
+
+
+def tail(text: str | bytes, limit: int = TAIL_BYTES) -> str:
+    if isinstance(text, bytes):
+        text = text[-limit:].decode("utf-8", "replace")
+    return text[-limit:]
+
+
+def run_hook(hook: HookConfig, ctx: HookContext) -> HookResult:
+    """Run the hook to completion or timeout; never raises."""
+    if hook.command is not None:
+        return _run_command(hook, ctx)
+    if hook.url is not None:
+        return _call_url(hook, ctx)
+    return HookResult(True, "skipped", "no hook configured")
+
+
+def _run_command(hook: HookConfig, ctx: HookContext) -> HookResult:
+    command = hook.command
+    shell = isinstance(command, str)
+    try:
+        # A new session, so a timeout kills the whole process group (shell children too).
+        proc = subprocess.Popen(command, shell=shell, env={**os.environ, **ctx.env()},
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        return HookResult(False, "failed", f"cannot start hook: {exc}")
+    try:
+        output, _ = proc.communicate(timeout=hook.timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        try:
+            output, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            output = b""
+        return HookResult(False, "timeout",
+                          tail(f"timed out after {hook.timeout_s:g}s\n".encode() + (output or b"")))
+    if proc.returncode == 0:
+        return HookResult(True, "done", tail(output or b""))
+    return HookResult(False, "failed",
+                      tail(f"exit code {proc.returncode}\n".encode() + (output or b"")))
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _call_url(hook: HookConfig, ctx: HookContext) -> HookResult:
+    assert hook.url is not None
+    try:
+        with httpx.Client(trust_env=False, follow_redirects=False,
+                          timeout=httpx.Timeout(hook.timeout_s)) as client:
+            response = client.post(hook.url, json=ctx.payload())
+    except httpx.TimeoutException:
+        return HookResult(False, "timeout", f"timed out after {hook.timeout_s:g}s")
+    except httpx.HTTPError as exc:
+        return HookResult(False, "failed", f"{type(exc).__name__}: {exc}")
+    text = tail(f"HTTP {response.status_code}\n{response.text}")
+    if 200 <= response.status_code < 300:
+        return HookResult(True, "done", text)
+    return HookResult(False, "failed", text)

@@ -1,0 +1,114 @@
+"""Registration: tell the cluster this VM is alive and where it sits (FD/UD).
+
+The ephemeral `vms/<name>` is the liveness signal — it vanishes with the agent's
+session, so the coordinator counts a silent VM as unavailable (fail safe). The
+persistent `vm-state/<name>` keeps the topology across reboots. Static replica groups
+from the agent's config are joined with compare-and-set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+from agent import zkstore
+from agent.imds_models import InstanceMetadata
+from registry.clock import Clock
+from registry.codec import encode
+from registry.layout import Layout
+from registry.records import Group, MinAvailable, VMRegistration, VMState
+
+log = logging.getLogger(__name__)
+
+
+class RegistrationError(RuntimeError):
+    pass
+
+
+class Registrar:
+    def __init__(self, zk: KazooClient, layout: Layout, clock: Clock, *,
+                 vm_name: str | None = None, groups: list[str] | None = None,
+                 min_available: MinAvailable = "majority", agent_url: str = "") -> None:
+        self.zk = zk
+        self.layout = layout
+        self.clock = clock
+        self.vm_name = vm_name
+        self.groups = list(groups or [])
+        self.min_available = min_available
+        self.agent_url = agent_url
+
+    def registration_for(self, meta: InstanceMetadata) -> VMRegistration:
+        return VMRegistration(
+            name=self.vm_name or meta.name, vm_id=meta.vm_id, fd=meta.fd, ud=meta.ud,
+            zone=meta.zone, location=meta.location, address=meta.address,
+            scale_set=meta.scale_set, placement_group=meta.placement_group,
+            groups=self.groups, agent_url=self.agent_url, registered_at=self.clock.now())
+
+    def register(self, meta: InstanceMetadata) -> VMRegistration:
+        """Write vms/<name> (ephemeral), vm-state/<name>, and join configured groups."""
+        reg = self.registration_for(meta)
+        self._put_ephemeral(self.layout.vm(reg.name), encode(reg))
+        zkstore.update(self.zk, self.layout.vm_state(reg.name), VMState,
+                       lambda current: self._state(reg, current), overwrite_malformed=True)
+        for group in self.groups:
+            stored = zkstore.update(self.zk, self.layout.group(group), Group,
+                                    lambda current, g=group: self._joined(g, reg.name, current))
+            if stored is None:
+                log.warning("group %s has a malformed record; not joined", group)
+        log.info("registered %s (fd=%d ud=%d) in cluster %s", reg.name, reg.fd, reg.ud,
+                 self.layout.cluster)
+        return reg
+
+    def unregister(self, name: str) -> None:
+        """Remove our ephemeral node now (closing the session would too, a bit later)."""
+        path = self.layout.vm(name)
+        try:
+            _, stat = self.zk.get(path)
+            if stat.ephemeralOwner == self.zk.client_id[0]:
+                self.zk.delete(path, version=stat.version)
+        except (NoNodeError, BadVersionError):
+            pass
+
+    def _put_ephemeral(self, path: str, data: bytes) -> None:
+        session = self.zk.client_id[0] if self.zk.client_id else None
+        for _ in range(3):
+            try:
+                self.zk.create(path, data, ephemeral=True, makepath=True)
+                return
+            except NodeExistsError:
+                pass
+            try:
+                _, stat = self.zk.get(path)
+            except NoNodeError:
+                continue
+            if stat.ephemeralOwner == session:
+                self.zk.set(path, data)
+                return
+            # A previous incarnation of this agent (crashed, session not yet expired):
+            # this process is the VM's agent now.
+            log.warning("replacing stale registration %s of session %#x", path, stat.ephemeralOwner)
+            with contextlib.suppress(NoNodeError, BadVersionError):
+                self.zk.delete(path, version=stat.version)
+        raise RegistrationError(f"could not create ephemeral {path}")
+
+    def _state(self, reg: VMRegistration, current: VMState | None) -> VMState:
+        return VMState(
+            name=reg.name, vm_id=reg.vm_id, fd=reg.fd, ud=reg.ud, zone=reg.zone,
+            location=reg.location, address=reg.address, scale_set=reg.scale_set,
+            placement_group=reg.placement_group,
+            labels=current.labels if current is not None else {},
+            last_registered_at=reg.registered_at)
+
+    def _joined(self, group: str, vm: str, current: Group | None) -> Group:
+        if current is None:
+            return Group(name=group, members=[vm], min_available=self.min_available,
+                         source="agent")
+        members = current.members if vm in current.members else [*current.members, vm]
+        update: dict[str, object] = {"members": members}
+        if current.source == "agent":
+            # Static groups are owned by their members' config; API groups by the API.
+            update["min_available"] = self.min_available
+        return current.model_copy(update=update)
