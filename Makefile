@@ -1,0 +1,35 @@
+# Every target bootstraps first: a fresh machine needs nothing installed by hand.
+#   make test  [PYTEST_ARGS="-k ensemble -x"]
+#   make demo  [DEMO_ARGS="--once"]
+#   make lint | make clean | make distclean
+# BOOTSTRAP_ARGS="--with chromium" asks the bootstrap for more system packages.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BOOTSTRAP_ARGS ?=
+
+.PHONY: bootstrap test demo lint clean distclean
+
+bootstrap:
+	@bash scripts/bootstrap.sh $(BOOTSTRAP_ARGS)
+
+test: bootstrap
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(VENV)/bin/quorumgate demo $(DEMO_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+
+# Caches and build output; keeps .venv (see distclean).
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis build dist artifacts bench/out
+	find . -path ./.venv -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
+		-exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

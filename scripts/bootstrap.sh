@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Make this checkout runnable on a fresh machine; every Makefile target calls it first.
+#
+#   scripts/bootstrap.sh [--with FEATURE]...
+#
+# - .venv: created with python3.11 (or python3 >= 3.11) if missing; the project is
+#   installed `-e .[dev]` only when pyproject.toml changed since the last install.
+# - System packages, by feature. `zookeeper` is always wanted (skipped when ZK_HOSTS
+#   is set); `--with chromium`, `--with patroni` add more. A feature is installed with
+#   apt-get only when its check fails, as root (or with `sudo -n`) on Debian/Ubuntu.
+#
+# Quiet and fast (well under 2 s) when everything is already there. Idempotent.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.quorumgate-installed"
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# ---------------------------------------------------------------- features
+# To add one: `packages_FEATURE` prints its Debian packages, `have_FEATURE` checks it.
+
+packages_zookeeper() { echo zookeeper; }
+have_zookeeper() {
+    [[ -n "${ZK_HOSTS:-}" ]] && return 0
+    local jar
+    for jar in zookeeper.jar slf4j-log4j12.jar log4j-1.2.jar; do
+        [[ -f "/usr/share/java/$jar" ]] || return 1
+    done
+    command -v java >/dev/null || [[ -x "${JAVA_HOME:-/nonexistent}/bin/java" ]]
+}
+
+packages_chromium() { echo chromium chromium-driver; }
+have_chromium() { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }
+
+packages_patroni() { echo patroni postgresql; }
+have_patroni() {
+    command -v patroni >/dev/null && compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null
+}
+
+known_feature() { declare -F "have_$1" >/dev/null && declare -F "packages_$1" >/dev/null; }
+
+# ---------------------------------------------------------------- system packages
+
+docker_engine() { command -v docker >/dev/null && timeout 5 docker info >/dev/null 2>&1; }
+
+# Prints the command prefix that can run apt-get (empty for root); fails if none can.
+apt_runner() {
+    [[ -r /etc/debian_version ]] && command -v apt-get >/dev/null || return 1
+    if [[ "$(id -u)" == 0 ]]; then
+        echo ""
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        echo "sudo -n"
+    else
+        return 1
+    fi
+}
+
+cannot_install_why() {
+    if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null; then
+        echo "not Debian/Ubuntu"
+    else
+        echo "not root and no passwordless sudo"
+    fi
+}
+
+apt_install() {
+    local runner
+    runner="$(apt_runner)" || die "cannot install $*: $(cannot_install_why)"
+    say "installing Debian packages: $*"
+    $runner env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+        || say "apt-get update failed; trying the install with the lists at hand"
+    $runner env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+        || die "apt-get install $* failed"
+}
+
+ensure_features() {
+    local feature missing=() packages=() more=()
+    for feature in "$@"; do
+        "have_$feature" && continue
+        missing+=("$feature")
+        read -r -a more <<<"$("packages_$feature")"
+        packages+=("${more[@]}")
+    done
+    ((${#missing[@]})) || return 0
+    if apt_runner >/dev/null; then
+        apt_install "${packages[@]}"
+        for feature in "${missing[@]}"; do
+            "have_$feature" || die "installed ${packages[*]} but '$feature' is still missing"
+        done
+        return 0
+    fi
+    for feature in "${missing[@]}"; do
+        if [[ "$feature" != zookeeper ]]; then
+            die "cannot install $feature ($("packages_$feature")): $(cannot_install_why)"
+        fi
+        say "cannot install ZooKeeper: $(cannot_install_why) — set ZK_HOSTS=host:port to use" \
+            "an existing ensemble, or start Docker for testcontainers"
+        docker_engine || exit 1
+        say "a Docker engine answers: tests will use testcontainers' zookeeper image"
+    done
+}
+
+# ---------------------------------------------------------------- python
+
+pick_python() {
+    local candidate
+    for candidate in python3.11 python3; do
+        command -v "$candidate" >/dev/null || continue
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ensure_venv() {
+    if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        local python
+        python="$(pick_python)" || die "need Python 3.11 or newer (python3.11 or python3)"
+        if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+            apt_install python3-venv  # Debian's python3 ships venv separately
+        fi
+        say "creating $VENV with $("$python" -V 2>&1)"
+        rm -rf "$VENV"
+        "$python" -m venv "$VENV"
+    fi
+    local want have=""
+    want="$(cat "$ROOT/pyproject.toml" "$VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)"
+    [[ -f "$STAMP" ]] && have="$(cat "$STAMP")"
+    if [[ "$want" != "$have" ]]; then
+        say "installing the project into .venv (pyproject.toml changed)"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${ROOT}[dev]"
+        echo "$want" >"$STAMP"
+    fi
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+    local features=(zookeeper)
+    while (($#)); do
+        case "$1" in
+            --with) [[ $# -ge 2 ]] || die "--with needs a feature"; features+=("$2"); shift 2 ;;
+            --with=*) features+=("${1#--with=}"); shift ;;
+            -h|--help) sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
+            *) die "unknown argument: $1 (see --help)" ;;
+        esac
+    done
+    local feature
+    for feature in "${features[@]}"; do
+        known_feature "$feature" || die "unknown feature '$feature' (known: zookeeper chromium patroni)"
+    done
+    # One bootstrap at a time per checkout (make test and make demo may race).
+    local lock
+    lock="${TMPDIR:-/tmp}/quorumgate-bootstrap-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12).lock"
+    exec 9>"$lock"
+    flock -w 600 9 || die "another bootstrap holds $lock"
+    ensure_features "${features[@]}"
+    ensure_venv
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
