@@ -542,6 +542,11 @@ class _EventPlanner:
         elif rec and rec.state is AckState.REJECTED:
             self.move(S.READY, f"acknowledgement rejected: {rec.detail[:200]}")
             self.try_approve()
+        elif rec is None and not self.d.force_reason and (problem := self.blocked_by_operator()
+                              or self.avail.admit(self.event.event_id, self.resources)):
+            # Nothing sent yet: take the approval back. The acker's `sending` write bumps
+            # the decision's version, so this write and that one cannot both succeed.
+            self.move(S.READY, f"approval revoked: {problem}", acker=None)
         elif rec is None and self.snap.now - self.d.state_since > self.snap.policy.ack_timeout_s:
             self.move(S.READY, f"acker {self.d.acker} did not acknowledge in time")
             self.try_approve()

@@ -362,3 +362,21 @@ def test_no_live_acker_waits():
     decision = snap.decisions["E1"]
     assert decision.state is S.READY
     assert "no live agent sees the event" in decision.reason
+
+
+def test_unsent_approval_is_revoked_when_it_becomes_unsafe():
+    snap, _ = step(snapshot(grid(), [SPREAD], [event("E1", ["vm-0"])], NO_DRAIN))
+    assert state(snap, "E1") is S.APPROVED
+    snap, _ = step(set_live(snap, "vm-1", False))
+    decision = snap.decisions["E1"]
+    assert decision.state is S.READY and decision.acker is None
+    assert decision.reason.startswith("drained; waiting: group spread")
+    assert any("approval revoked: group spread" in t.reason for t in decision.history)
+    snap, _ = step(set_live(snap, "vm-1", True))
+    assert state(snap, "E1") is S.APPROVED and snap.decisions["E1"].approval == 2
+
+
+def test_sent_approval_is_not_revoked():
+    snap, _ = step(snapshot(grid(), [SPREAD], [event("E1", ["vm-0"])], NO_DRAIN))
+    snap, _ = step(set_live(ack(snap, "E1", AckState.SENDING), "vm-1", False))
+    assert state(snap, "E1") is S.APPROVED
