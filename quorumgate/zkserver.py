@@ -215,6 +215,9 @@ class ZooKeeperServer:
     install: ZooKeeperInstall | None = None
 
     def __post_init__(self) -> None:
+        # A port we picked may be taken before Java binds it: then the first start
+        # retries on another one (standalone only: an ensemble's ports are shared).
+        self._may_repick = not self.client_port and not self.peers
         if not self.client_port:
             self.client_port = free_ports(1, self.host)[0]
         self._own_dir = self.base_dir is None
@@ -312,6 +315,25 @@ class ZooKeeperServer:
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> ZooKeeperServer:
         """Start the process (no-op when running); with `wait`, return once it serves."""
+        for _ in range(3 if wait and self._may_repick else 1):
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                self.wait_serving(timeout)
+            except ZooKeeperError:
+                if not (self._may_repick and self._lost_port_race()):
+                    raise
+                self.client_port = free_ports(1, self.host)[0]
+                continue
+            self._may_repick = False
+            return self
+        raise ZooKeeperError(f"ZooKeeper found no free port\n{self.log_tail()}")
+
+    def _lost_port_race(self) -> bool:
+        return not self.is_running() and "Address already in use" in self.log_tail(200)
+
+    def _spawn(self) -> None:
         if not self.is_running():
             self.write_config()
             with open(self.log_path, "ab") as log:
@@ -328,9 +350,6 @@ class ZooKeeperServer:
                 )
             self._paused = False
             _running.add(self)
-        if wait:
-            self.wait_serving(timeout)
-        return self
 
     def wait_serving(self, timeout: float = 30.0) -> str:
         """Wait until `srvr` reports a serving mode; raise with the log tail otherwise."""
