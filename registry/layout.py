@@ -44,6 +44,10 @@ class Layout:
         return f"{self.base}/acks"
 
     @property
+    def overrides(self) -> str:
+        return f"{self.base}/overrides"
+
+    @property
     def audit(self) -> str:
         return f"{self.base}/audit"
 
@@ -57,7 +61,7 @@ class Layout:
 
     def folders(self) -> list[str]:
         return [self.vms, self.vm_states, self.groups, self.events, self.decisions,
-                self.drains, self.acks, self.audit, self.election]
+                self.drains, self.acks, self.overrides, self.audit, self.election]
 
     # leaves
     def vm(self, name: str) -> str:
@@ -80,6 +84,9 @@ class Layout:
 
     def ack(self, event_id: str) -> str:
         return f"{self.acks}/{event_id}"
+
+    def override(self, event_id: str) -> str:
+        return f"{self.overrides}/{event_id}"
 
     @property
     def audit_entry_prefix(self) -> str:

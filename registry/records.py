@@ -233,6 +233,20 @@ class AckRecord(Record):
     detail: str = ""
 
 
+class Override(Record):
+    """Persistent `overrides/<event-id>`: an operator's hold or force on one event.
+
+    Any coordinator replica's API may write it; only the leader turns it into decisions
+    (it copies `hold`/`force` into `Decision.operator_hold`/`force_reason`).
+    """
+
+    event_id: Name
+    hold: str = ""
+    force: str = ""
+    by: str = ""
+    at: float = 0.0
+
+
 # ---------------------------------------------------------------- policy and audit
 
 

@@ -1,0 +1,218 @@
+"""The leader's loop: read a snapshot, ask the safety core, write what it decided. Thin.
+
+Every replica runs one `Reconciler`. All of them campaign in a kazoo `Election`; the
+winner runs decision passes whenever the mirror changes (ZooKeeper watches) and at
+least every `resync_s` seconds. The others only mirror and serve reads.
+
+Fail-safe rules:
+- the moment the ZooKeeper connection is suspended, the leader stops writing (it may
+  already have been replaced); it resumes only once reconnected with its session;
+- when its session is lost it steps down, and any write it still attempts fails on
+  the fence (its election znode is gone);
+- a new leader reads every decision from ZooKeeper and resumes from there: drains and
+  approvals already written are not repeated (the core is idempotent on its records).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException
+from kazoo.recipe.election import Election
+
+from coordinator.gates import GateRunner
+from coordinator.metrics import CoordinatorMetrics
+from coordinator.notify import Notifier
+from coordinator.safety import Change, decide
+from coordinator.store import (
+    ClusterCache,
+    ClusterView,
+    DecisionsRead,
+    FencedWriter,
+    build_snapshot,
+    read_decisions,
+    trim_audit,
+)
+from registry.clock import Clock
+from registry.layout import Layout
+from registry.records import TERMINAL_STATES, DecisionState
+
+log = logging.getLogger(__name__)
+
+
+class FenceLost(Exception):
+    """Our election znode is gone: we are no longer the leader."""
+
+
+class Reconciler:
+    def __init__(self, client: KazooClient, layout: Layout, cache: ClusterCache, clock: Clock,
+                 identity: str, metrics: CoordinatorMetrics | None = None,
+                 gates: GateRunner | None = None, notifier: Notifier | None = None,
+                 resync_s: float = 1.0, audit_keep: int = 10_000) -> None:
+        self.client = client
+        self.layout = layout
+        self.cache = cache
+        self.clock = clock
+        self.identity = identity
+        self.metrics = metrics or CoordinatorMetrics()
+        self.gates = gates or GateRunner()
+        self.notifier = notifier
+        self.resync_s = resync_s
+        self.audit_keep = audit_keep
+        self.election = Election(client, layout.election, identifier=identity)
+        self.is_leader = False
+        self.last_pass_at: float | None = None
+        self.last_pass_summary = ""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._lost = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._passes = 0
+        if client.connected:
+            self._connected.set()
+        client.add_listener(self._on_state)
+        cache.listen(self._wake.set)
+
+    # ------------------------------------------------------------ life
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._campaign, name=f"reconciler-{self.identity}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.election.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.gates.close()
+
+    def leader_identity(self) -> str | None:
+        try:
+            contenders = self.election.contenders()
+        except KazooException:
+            return None
+        return contenders[0] if contenders else None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _on_state(self, state: str) -> None:
+        """kazoo's listener thread: never block here."""
+        if state == KazooState.CONNECTED:
+            self._connected.set()
+        else:
+            self._connected.clear()  # SUSPENDED: stop deciding at once
+            if state == KazooState.LOST:
+                self._lost.set()
+        self.metrics.zk_connected.set(1 if state == KazooState.CONNECTED else 0)
+        self._wake.set()
+
+    def _campaign(self) -> None:
+        while not self._stop.is_set():
+            if not self._connected.wait(timeout=1.0):
+                continue
+            self._lost.clear()
+            try:
+                self.election.run(self._lead)
+            except KazooException as exc:
+                log.warning("election interrupted: %r", exc)
+            except Exception:
+                log.exception("leader loop crashed; campaigning again")
+            if not self._stop.is_set():
+                self._stop.wait(0.2)
+
+    def _lead(self) -> None:
+        lock = self.election.lock
+        fence = f"{lock.path}/{lock.node}"
+        log.info("%s is the leader (fence %s)", self.identity, fence)
+        self.is_leader = True
+        self.metrics.leader.set(1)
+        try:
+            while not self._stop.is_set() and not self._lost.is_set():
+                self._wake.wait(self.resync_s)
+                self._wake.clear()
+                if not self._connected.is_set():
+                    continue  # suspended: we may have been replaced; decide nothing
+                try:
+                    self.run_pass(fence)
+                except FenceLost:
+                    log.warning("%s lost its fence; stepping down", self.identity)
+                    return
+                except KazooException as exc:
+                    log.warning("decision pass aborted: %r", exc)
+        finally:
+            self.is_leader = False
+            self.metrics.leader.set(0)
+
+    # ------------------------------------------------------------ one pass
+
+    def run_pass(self, fence: str) -> list[Change]:
+        started = time.perf_counter()
+        read = read_decisions(self.client, self.layout)
+        view = self.cache.view()
+        now = self.clock.now()
+        gates = self.gates.results(gates_needed(view, read))
+        snap = build_snapshot(view, read, now, gates)
+        changes = decide(snap)
+        drain_versions = {vm: item.version for vm, item in view.records["drain"].items()}
+        writer = FencedWriter(self.client, self.layout, fence, f"coordinator:{self.identity}",
+                              read, drain_versions)
+        written: list[Change] = []
+        for change in changes:
+            if not self._connected.is_set():
+                break
+            if not writer.write(change, now):
+                self.metrics.writes.labels("refused").inc()
+                if self.client.exists(fence) is None:
+                    raise FenceLost(fence)
+                self._wake.set()  # re-read and retry at once
+                break
+            self.metrics.writes.labels("ok").inc()
+            written.append(change)
+            self._observe(change, snap.events.get(change.decision.event_id), now)
+        decisions = {eid: item.record for eid, item in read.decisions.items()}
+        decisions.update({c.decision.event_id: c.decision for c in written})
+        self.metrics.observe_decisions(decisions)
+        self.metrics.passes.inc()
+        self.metrics.pass_seconds.observe(time.perf_counter() - started)
+        self.last_pass_at = now
+        self.last_pass_summary = (f"{len(written)} of {len(changes)} changes written, "
+                                  f"{len(decisions)} events")
+        self._passes += 1
+        if self._passes % 200 == 0:
+            trim_audit(self.client, self.layout, self.audit_keep)
+        return written
+
+    def _observe(self, change: Change, event: object, now: float) -> None:
+        new, old = change.decision, change.previous
+        if old is not None and old.state is new.state:
+            return
+        self.metrics.transitions.labels(new.state.value).inc()
+        log.info("event %s: %s -> %s: %s", new.event_id,
+                 old.state.value if old else "-", new.state.value, new.reason)
+        first_seen = getattr(event, "first_seen", 0.0)
+        if new.state is DecisionState.APPROVED and first_seen:
+            self.metrics.time_to_approval.observe(max(0.0, now - first_seen))
+        if self.notifier is not None:
+            self.notifier.on_change(change, event)
+
+
+def gates_needed(view: ClusterView, read: DecisionsRead) -> dict[str, str]:
+    """Gated groups touched by events about to be approved or released."""
+    groups = view.groups
+    if not any(g.health_gate for g in groups.values()):
+        return {}
+    wanted_states = {DecisionState.READY, DecisionState.COMPLETED, DecisionState.DRAINING}
+    touched: set[str] = set()
+    for item in read.decisions.values():
+        if item.record.state in wanted_states and item.record.state not in TERMINAL_STATES:
+            touched.update(item.record.reserved)
+    return {name: g.health_gate for name, g in groups.items()
+            if g.health_gate and touched & set(g.members)}

@@ -1,0 +1,372 @@
+"""The coordinator's ZooKeeper I/O: a decoded live mirror for reads, fenced CAS for writes.
+
+Reads come from a kazoo `TreeCache` of the cluster's subtree, decoded once per znode
+version (a malformed record is logged and skipped). The leader never trusts the cache
+for decisions: it reads them straight from ZooKeeper each pass, together with the
+version of the `decisions` folder node, and every write it makes is a transaction that
+
+1. checks that its own election znode still exists (fencing: a deposed leader's
+   session, and so that znode, is gone, and its write fails);
+2. bumps the `decisions` folder version it read (so a decision made on a stale view of
+   the reservations fails instead of landing);
+3. writes the decision and the drain requests with their own znode versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.recipe.cache import TreeCache, TreeEvent
+from pydantic import BaseModel
+
+from coordinator.safety import Change, GateResult, Snapshot, VMView
+from registry.codec import decode, encode
+from registry.layout import Layout
+from registry.records import (
+    AckRecord,
+    AuditEntry,
+    Decision,
+    DrainRecord,
+    Group,
+    Override,
+    PlatformEvent,
+    Policy,
+    VMRegistration,
+    VMState,
+)
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=BaseModel)
+
+FOLDERS: dict[str, type[BaseModel]] = {
+    "vms": VMRegistration,
+    "vm-state": VMState,
+    "groups": Group,
+    "events": PlatformEvent,
+    "decisions": Decision,
+    "drain": DrainRecord,
+    "acks": AckRecord,
+    "overrides": Override,
+}
+
+
+@dataclass(frozen=True)
+class Versioned:
+    version: int
+    record: Any
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """An immutable copy of the mirror: what every reader (API, dashboard, leader) sees."""
+
+    records: dict[str, dict[str, Versioned]]
+    policy: Policy
+    policy_version: int
+
+    def folder(self, name: str) -> dict[str, Any]:
+        return {key: item.record for key, item in self.records.get(name, {}).items()}
+
+    @property
+    def registrations(self) -> dict[str, VMRegistration]:
+        return self.folder("vms")
+
+    @property
+    def vm_states(self) -> dict[str, VMState]:
+        return self.folder("vm-state")
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        return self.folder("groups")
+
+    @property
+    def events(self) -> dict[str, PlatformEvent]:
+        return self.folder("events")
+
+    @property
+    def decisions(self) -> dict[str, Decision]:
+        return self.folder("decisions")
+
+    @property
+    def drains(self) -> dict[str, DrainRecord]:
+        return self.folder("drain")
+
+    @property
+    def acks(self) -> dict[str, AckRecord]:
+        return self.folder("acks")
+
+    @property
+    def overrides(self) -> dict[str, Override]:
+        return self.folder("overrides")
+
+    def vm_views(self) -> dict[str, VMView]:
+        """Every VM we know, live or not: the registration wins over the last known state."""
+        out: dict[str, VMView] = {}
+        for name, state in self.vm_states.items():
+            out[name] = VMView(name=name, fd=state.fd, ud=state.ud, live=False)
+        for name, reg in self.registrations.items():
+            out[name] = VMView(name=name, fd=reg.fd, ud=reg.ud, live=True)
+        return out
+
+
+class ClusterCache:
+    """A live mirror of `/quorumgate/<cluster>`, decoded and indexed by folder."""
+
+    def __init__(self, client: KazooClient, layout: Layout) -> None:
+        self.client = client
+        self.layout = layout
+        self._tree = TreeCache(client, layout.base)
+        self._lock = threading.Lock()
+        self._records: dict[str, dict[str, Versioned]] = {name: {} for name in FOLDERS}
+        self._policy = Policy()
+        self._policy_version = -1
+        self._listeners: list[Callable[[], None]] = []
+        self._initialized = threading.Event()
+
+    def start(self, timeout: float = 30.0) -> None:
+        ensure_layout(self.client, self.layout)
+        self._tree.listen(self._on_event)
+        self._tree.listen_fault(lambda exc: log.warning("tree cache fault: %r", exc))
+        self._tree.start()
+        if not self._initialized.wait(timeout):
+            raise TimeoutError(f"ZooKeeper mirror of {self.layout.base} not ready in {timeout} s")
+
+    def close(self) -> None:
+        self._tree.close()
+
+    @property
+    def ready(self) -> bool:
+        return self._initialized.is_set()
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """`callback()` after every change (called on the cache's thread: keep it short)."""
+        self._listeners.append(callback)
+
+    def view(self) -> ClusterView:
+        with self._lock:
+            records = {name: dict(items) for name, items in self._records.items()}
+            return ClusterView(records, self._policy, self._policy_version)
+
+    def _on_event(self, event: TreeEvent) -> None:
+        kind = event.event_type
+        if kind == TreeEvent.INITIALIZED:
+            self._initialized.set()
+        elif kind in (TreeEvent.NODE_ADDED, TreeEvent.NODE_UPDATED, TreeEvent.NODE_REMOVED):
+            self._apply(kind, event.event_data)
+        else:
+            return
+        for callback in self._listeners:
+            try:
+                callback()
+            except Exception:  # a listener must never break the mirror
+                log.exception("cache listener failed")
+
+    def _apply(self, kind: int, node: Any) -> None:
+        if node is None:
+            return
+        path: str = node.path
+        rest = path[len(self.layout.base):].strip("/")
+        if rest == "config":
+            self._apply_policy(kind, node)
+            return
+        folder, _, name = rest.partition("/")
+        record_type = FOLDERS.get(folder)
+        if record_type is None or not name or "/" in name:
+            return
+        with self._lock:
+            items = self._records[folder]
+            if kind == TreeEvent.NODE_REMOVED:
+                items.pop(name, None)
+                return
+            current = items.get(name)
+            if current is not None and current.version == node.stat.version:
+                return
+            record = decode(record_type, node.data, path)
+            if record is None:
+                items.pop(name, None)
+            else:
+                items[name] = Versioned(node.stat.version, record)
+
+    def _apply_policy(self, kind: int, node: Any) -> None:
+        if kind == TreeEvent.NODE_REMOVED:
+            with self._lock:
+                self._policy, self._policy_version = Policy(), -1
+            return
+        policy = decode(Policy, node.data, node.path)
+        with self._lock:
+            self._policy_version = node.stat.version
+            if policy is not None:
+                self._policy = policy
+            elif node.data:
+                log.warning("keeping the last good policy: config at %s is malformed",
+                            node.path)
+            else:
+                self._policy = Policy()
+
+
+def ensure_layout(client: KazooClient, layout: Layout) -> None:
+    for path in layout.folders():
+        client.ensure_path(path)
+
+
+# ---------------------------------------------------------------- the leader's reads
+
+
+@dataclass
+class DecisionsRead:
+    """Decisions read straight from ZooKeeper, with the folder version that guards them."""
+
+    folder_version: int
+    decisions: dict[str, Versioned] = field(default_factory=dict)
+
+
+def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
+    """Consistent enough for fencing: any later decision write bumps the folder version."""
+    _, stat = client.get(layout.decisions)
+    names = client.get_children(layout.decisions)
+    pending = [(name, client.get_async(layout.decision(name))) for name in names]
+    out = DecisionsRead(folder_version=stat.version)
+    for name, result in pending:
+        try:
+            data, node_stat = result.get(timeout=30)
+        except NoNodeError:
+            continue
+        record = decode(Decision, data, layout.decision(name))
+        if record is not None:
+            out.decisions[name] = Versioned(node_stat.version, record)
+    return out
+
+
+def build_snapshot(view: ClusterView, read: DecisionsRead, now: float,
+                   gates: dict[str, GateResult] | None = None) -> Snapshot:
+    """The core's input: decisions from ZooKeeper with the operators' overrides applied."""
+    decisions: dict[str, Decision] = {
+        eid: item.record for eid, item in read.decisions.items()}
+    for eid, override in view.overrides.items():
+        base = decisions.get(eid) or Decision(event_id=eid, state_since=now)
+        if (base.operator_hold, base.force_reason) != (override.hold, override.force):
+            decisions[eid] = base.model_copy(update={"operator_hold": override.hold,
+                                                     "force_reason": override.force})
+    return Snapshot(now=now, policy=view.policy, vms=view.vm_views(),
+                    groups=list(view.groups.values()), events=view.events,
+                    decisions=decisions, drains=view.drains, acks=view.acks,
+                    gates=gates or {})
+
+
+# ---------------------------------------------------------------- the leader's writes
+
+
+class FencedWriter:
+    """Writes the core's changes as fenced compare-and-set transactions."""
+
+    def __init__(self, client: KazooClient, layout: Layout, fence_path: str, actor: str,
+                 read: DecisionsRead, drain_versions: dict[str, int]) -> None:
+        self.client = client
+        self.layout = layout
+        self.fence_path = fence_path
+        self.actor = actor
+        self.folder_version = read.folder_version
+        self.versions = {eid: item.version for eid, item in read.decisions.items()}
+        self.drain_versions = drain_versions
+
+    def write(self, change: Change, now: float) -> bool:
+        """True when the change landed; False (logged) when fencing or a version refused it."""
+        eid = change.decision.event_id
+        txn = self.client.transaction()
+        txn.check(self.fence_path, 0)
+        txn.set_data(self.layout.decisions, b"", version=self.folder_version)
+        data = encode(change.decision)
+        if eid in self.versions:
+            txn.set_data(self.layout.decision(eid), data, version=self.versions[eid])
+        else:
+            txn.create(self.layout.decision(eid), data)
+        for rec in change.drains:
+            path = self.layout.drain(rec.vm)
+            if rec.vm in self.drain_versions:
+                txn.set_data(path, encode(rec), version=self.drain_versions[rec.vm])
+            else:
+                txn.create(path, encode(rec))
+        for entry in audit_entries(change, self.actor, now):
+            txn.create(self.layout.audit_entry_prefix, encode(entry), sequence=True)
+        try:
+            results = txn.commit()
+        except KazooException as exc:
+            log.warning("write of %s failed: %r", eid, exc)
+            return False
+        failures = [r for r in results if isinstance(r, Exception)]
+        if failures:
+            log.info("write of %s refused (%s); will re-read", eid,
+                     ", ".join(type(f).__name__ for f in failures[:3]))
+            return False
+        self.folder_version += 1
+        self.versions[eid] = self.versions.get(eid, -1) + 1
+        for rec in change.drains:
+            self.drain_versions[rec.vm] = self.drain_versions.get(rec.vm, -1) + 1
+        return True
+
+
+def audit_entries(change: Change, actor: str, now: float) -> Iterable[AuditEntry]:
+    old = change.previous
+    new = change.decision
+    seen = len(old.history) if old else 0
+    fresh = new.history[seen:] if len(new.history) > seen else []
+    if old and len(new.history) == len(old.history) and new.history[-1:] != old.history[-1:]:
+        fresh = new.history[-1:]  # history is capped: compare tails
+    for transition in fresh:
+        yield AuditEntry(at=transition.at, actor=actor, action=f"decision:{transition.to}",
+                         event_id=new.event_id, detail=transition.reason)
+
+
+def append_audit(client: KazooClient, layout: Layout, entry: AuditEntry) -> None:
+    client.create(layout.audit_entry_prefix, encode(entry), sequence=True, makepath=True)
+
+
+def trim_audit(client: KazooClient, layout: Layout, keep: int) -> int:
+    """Delete the oldest audit entries beyond `keep`; returns how many went."""
+    names = sorted(client.get_children(layout.audit))
+    extra = names[: max(0, len(names) - keep)]
+    for name in extra:
+        with contextlib.suppress(NoNodeError):
+            client.delete(f"{layout.audit}/{name}")
+    return len(extra)
+
+
+def read_audit(client: KazooClient, layout: Layout, limit: int) -> list[AuditEntry]:
+    names = sorted(client.get_children(layout.audit))[-limit:]
+    pending = [client.get_async(f"{layout.audit}/{name}") for name in names]
+    out = []
+    for name, result in zip(names, pending, strict=True):
+        try:
+            data, _ = result.get(timeout=10)
+        except NoNodeError:
+            continue
+        entry = decode(AuditEntry, data, f"{layout.audit}/{name}")
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------- operator writes
+
+
+def put_record(client: KazooClient, path: str, record: BaseModel,
+               version: int | None = None) -> None:
+    """Create or replace; with `version`, only over that version (compare-and-set)."""
+    data = encode(record)
+    try:
+        client.create(path, data, makepath=True)
+        return
+    except NodeExistsError:
+        pass
+    client.set(path, data, version=-1 if version is None else version)
+
+
+def put_policy(client: KazooClient, layout: Layout, policy: Policy) -> None:
+    put_record(client, layout.config, policy)
