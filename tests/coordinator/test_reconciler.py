@@ -1,0 +1,178 @@
+"""The reconciler on a real ZooKeeper: decisions written, fencing, failover, bad records."""
+
+from __future__ import annotations
+
+import pytest
+from kazoo.client import KazooClient
+
+from coordinator.config import CoordinatorConfig
+from coordinator.node import CoordinatorNode
+from coordinator.safety import Change
+from coordinator.store import DecisionsRead, FencedWriter, ensure_layout, read_decisions
+from registry.codec import decode, encode
+from registry.layout import Layout
+from registry.records import (
+    Decision,
+    DecisionState,
+    DrainRecord,
+    DrainStatus,
+    EventType,
+    Group,
+    PlatformEvent,
+    PlatformStatus,
+    VMRegistration,
+    VMState,
+)
+from registry.zk import make_client
+from tests.helpers import wait_until
+
+S = DecisionState
+
+
+def node(zk_hosts: str, layout: Layout, identity: str) -> CoordinatorNode:
+    config = CoordinatorConfig(cluster=layout.cluster, zk_hosts=zk_hosts, identity=identity,
+                               resync_s=0.1, zk_session_timeout_s=4)
+    coordinator = CoordinatorNode(config)
+    coordinator.start(timeout=15)
+    return coordinator
+
+
+def register(zk: KazooClient, layout: Layout, name: str, ud: int, fd: int = 0) -> None:
+    zk.create(layout.vm(name), encode(VMRegistration(name=name, fd=fd, ud=ud)),
+              ephemeral=True, makepath=True)
+    zk.create(layout.vm_state(name), encode(VMState(name=name, fd=fd, ud=ud)), makepath=True)
+
+
+def schedule(zk: KazooClient, layout: Layout, eid: str, resources: list[str],
+             not_before: float = 2e9) -> None:
+    zk.create(layout.event(eid), encode(PlatformEvent(
+        event_id=eid, event_type=EventType.REBOOT, status=PlatformStatus.SCHEDULED,
+        resources=resources, not_before=not_before, seen_by=resources)), makepath=True)
+
+
+def decision(zk: KazooClient, layout: Layout, eid: str) -> Decision | None:
+    if not zk.exists(layout.decision(eid)):
+        return None
+    return decode(Decision, zk.get(layout.decision(eid))[0])
+
+
+def finish_drains(zk: KazooClient, layout: Layout) -> None:
+    for vm in zk.get_children(layout.drains):
+        data, stat = zk.get(layout.drain(vm))
+        rec = decode(DrainRecord, data)
+        if rec and rec.status is DrainStatus.PENDING:
+            zk.set(layout.drain(vm), encode(rec.model_copy(update={"status": DrainStatus.DRAINED})),
+                   version=stat.version)
+
+
+@pytest.fixture
+def cluster(zk: KazooClient, zk_layout: Layout) -> Layout:
+    ensure_layout(zk, zk_layout)
+    for i in range(6):
+        register(zk, zk_layout, f"vm-{i}", ud=i % 3)
+    zk.create(zk_layout.group("g"), encode(Group(name="g", members=["vm-0", "vm-1", "vm-2"],
+                                                 min_available=2)), makepath=True)
+    return zk_layout
+
+
+def test_leader_drains_then_approves(zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    coordinator = node(zk_hosts, cluster, "c1")
+    try:
+        wait_until(lambda: coordinator.reconciler.is_leader, 10)
+        schedule(zk, cluster, "E1", ["vm-0", "vm-3"])
+        schedule(zk, cluster, "E2", ["vm-1"], not_before=3e9)
+        got = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
+                         d.state is S.DRAINING and d, 10)
+        assert got.reserved == ["vm-0", "vm-3"]
+        held = wait_until(lambda: (d := decision(zk, cluster, "E2")) and d.state is S.HELD
+                          and d, 10)
+        assert "update domains" in held.reason
+        finish_drains(zk, cluster)
+        approved = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
+                              d.state is S.APPROVED and d, 10)
+        assert approved.acker == "vm-0" and approved.approval == 1
+        audit = zk.get_children(cluster.audit)
+        assert len(audit) >= 3
+    finally:
+        coordinator.stop()
+
+
+def test_malformed_records_are_skipped(zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    zk.create(cluster.event("BAD1"), b"{not json", makepath=True)
+    zk.create(cluster.event("BAD2"), b'{"event_id": "BAD2", "event_type": "Nope"}')
+    zk.create(cluster.group("broken"), b"[]")
+    zk.set(cluster.base + "/config", b"garbage") if zk.exists(cluster.base + "/config") else (
+        zk.create(cluster.base + "/config", b"garbage"))
+    coordinator = node(zk_hosts, cluster, "c1")
+    try:
+        schedule(zk, cluster, "E1", ["vm-0"])
+        wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.DRAINING, 10)
+        assert decision(zk, cluster, "BAD1") is None
+        assert coordinator.reconciler.is_leader
+    finally:
+        coordinator.stop()
+
+
+def test_deposed_leader_cannot_write(zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    """A write fenced by an election znode that is gone fails, whatever it carries."""
+    fence = cluster.election + "/gone-node"
+    read = read_decisions(zk, cluster)
+    change = Change(None, Decision(event_id="E9", state=S.APPROVED, acker="vm-0", approval=1))
+    writer = FencedWriter(zk, cluster, fence, "test", read, {})
+    assert writer.write(change, 0.0) is False
+    assert not zk.exists(cluster.decision("E9"))
+    zk.create(fence, b"", ephemeral=True)
+    writer = FencedWriter(zk, cluster, fence, "test", read_decisions(zk, cluster), {})
+    assert writer.write(change, 0.0) is True
+
+
+def test_stale_view_of_decisions_cannot_write(zk: KazooClient, cluster: Layout) -> None:
+    fence = cluster.election + "/me"
+    zk.create(fence, b"", ephemeral=True)
+    stale = read_decisions(zk, cluster)
+    fresh = FencedWriter(zk, cluster, fence, "a", read_decisions(zk, cluster), {})
+    assert fresh.write(Change(None, Decision(event_id="E1", state=S.DRAINING,
+                                             reserved=["vm-0"])), 0.0)
+    late = FencedWriter(zk, cluster, fence, "b", stale, {})
+    assert not late.write(Change(None, Decision(event_id="E2", state=S.DRAINING,
+                                                reserved=["vm-1"])), 0.0)
+    assert isinstance(stale, DecisionsRead)
+
+
+def test_failover_resumes_without_second_drain_or_approval(
+        zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    first = node(zk_hosts, cluster, "c1")
+    wait_until(lambda: first.reconciler.is_leader, 10)
+    second = node(zk_hosts, cluster, "c2")
+    try:
+        schedule(zk, cluster, "E1", ["vm-0"])
+        wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.DRAINING, 10)
+        drain_stat = zk.get(cluster.drain("vm-0"))[1]
+        assert not second.reconciler.is_leader
+        first.stop()  # the leader dies mid-drain
+        wait_until(lambda: second.reconciler.is_leader, 15)
+        finish_drains(zk, cluster)
+        approved = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
+                              d.state is S.APPROVED and d, 10)
+        assert approved.approval == 1
+        history = [t.to for t in approved.history]
+        assert history.count(S.DRAINING) == 1 and history.count(S.APPROVED) == 1
+        after = zk.get(cluster.drain("vm-0"))[1]
+        assert after.version == drain_stat.version + 1, "only the agent's one status write"
+    finally:
+        second.stop()
+
+
+def test_lost_vm_counts_unavailable(zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    other = make_client(zk_hosts)
+    other.start(timeout=10)
+    other.delete(cluster.vm("vm-1"))  # vm-1's agent is gone
+    other.stop()
+    coordinator = node(zk_hosts, cluster, "c1")
+    try:
+        schedule(zk, cluster, "E1", ["vm-0"])
+        held = wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.HELD
+                          and d, 10)
+        assert "group g" in held.reason
+    finally:
+        coordinator.stop()
