@@ -1,0 +1,439 @@
+"""The simulation: VMs, maintenance events and their life cycle. No HTTP, no clock.
+
+Every method takes `now` (virtual epoch seconds) and first advances the life cycle to
+it, so an answer depends only on the sequence of calls and their times, not on when a
+background ticker last ran. Transitions happen at their exact due times (a NotBefore
+start is stamped at NotBefore, not at the tick that noticed it), one at a time, and
+every transition that changes what a VM's document shows bumps that VM's
+DocumentIncarnation, whether or not anyone polled in between.
+
+Life cycle of an event:
+    Scheduled --ack or NotBefore--> Started --impact_delay_s--> VMs down
+              --downtime--> Completed (gone from IMDS, VMs up)
+    Scheduled --cancel--> Cancelled (gone, nobody went down)
+
+One re-entrant lock guards everything: the ticker, request handlers and tests (via
+`running_emulator().sim`) may call in from different threads.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from enum import StrEnum
+
+from imds_sim.cluster import Cluster, VMConfig, build_cluster
+from imds_sim.schemas import (
+    DEFAULT_DOWNTIME_S,
+    DEFAULT_DURATION_S,
+    MIN_NOTICE_S,
+    ClusterSpec,
+    EventRequest,
+    EventSource,
+    EventType,
+)
+
+
+class Status(StrEnum):
+    SCHEDULED = "Scheduled"
+    STARTED = "Started"
+    COMPLETED = "Completed"
+    CANCELLED = "Cancelled"
+
+
+ACTIVE = (Status.SCHEDULED, Status.STARTED)
+
+
+class SimulationError(ValueError):
+    """A request the simulation refuses; `kind` tells the HTTP layer which status fits."""
+
+    kind = "invalid"
+
+
+class UnknownVM(SimulationError):
+    kind = "not_found"
+
+
+class UnknownEvent(SimulationError):
+    kind = "not_found"
+
+
+class Conflict(SimulationError):
+    kind = "conflict"
+
+
+class StaleIncarnation(SimulationError):
+    kind = "invalid"
+
+
+def rfc1123(ts: float) -> str:
+    """`Mon, 19 Sep 2016 18:29:47 GMT`, truncated to the second."""
+    return formatdate(int(ts), usegmt=True)
+
+
+@dataclass
+class Ack:
+    vm: str
+    at: float
+    incarnation: int | str | None
+    api_version: str
+    effective: bool
+
+
+@dataclass
+class Event:
+    event_id: str
+    type: EventType
+    resources: tuple[str, ...]
+    uds: tuple[int, ...]
+    scope: frozenset[str]
+    audience: frozenset[str]
+    source: EventSource
+    description: str
+    duration_s: int
+    downtime_s: float
+    impact_delay_s: float
+    created_at: float
+    not_before: float
+    status: Status = Status.SCHEDULED
+    started_at: float | None = None
+    start_cause: str | None = None
+    down_at: float | None = None
+    ended_at: float | None = None
+    acks: list[Ack] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def next_transition(self) -> float | None:
+        if self.status is Status.SCHEDULED:
+            return self.not_before
+        if self.status is Status.STARTED:
+            assert self.started_at is not None
+            if self.down_at is None:
+                return self.started_at + self.impact_delay_s
+            return self.down_at + self.downtime_s
+        return None
+
+    def signature(self) -> tuple[object, ...]:
+        """Everything a scheduled-events document shows about this event."""
+        return (
+            self.event_id,
+            self.status,
+            self.type,
+            self.resources,
+            self.not_before if self.status is Status.SCHEDULED else None,
+            self.description,
+            self.source,
+            self.duration_s,
+        )
+
+
+@dataclass
+class Transition:
+    state: str
+    at: float
+    event_id: str | None = None
+
+
+@dataclass
+class VMState:
+    config: VMConfig
+    incarnation: int = 1
+    signature: tuple[object, ...] = ()
+    down_by: set[str] = field(default_factory=set)
+    down_since: float | None = None
+    history: list[Transition] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def down(self) -> bool:
+        return bool(self.down_by)
+
+
+class Simulation:
+    """The whole emulated platform for one cluster."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        now: float,
+        *,
+        rate_limit_per_s: int = 5,
+        strict_incarnation: bool = False,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.rate_limit_per_s = rate_limit_per_s
+        self.strict_incarnation = strict_incarnation
+        self._load(cluster, now)
+
+    @classmethod
+    def from_spec(cls, spec: ClusterSpec | None, now: float) -> Simulation:
+        spec = spec or ClusterSpec()
+        return cls(
+            build_cluster(spec),
+            now,
+            rate_limit_per_s=spec.rate_limit_per_s,
+            strict_incarnation=spec.strict_incarnation,
+        )
+
+    # ------------------------------------------------------------ cluster
+
+    def _load(self, cluster: Cluster, now: float) -> None:
+        self.cluster = cluster
+        self.default_vm = cluster.default_vm
+        self._vms: dict[str, VMState] = {
+            vm.name: VMState(config=vm, history=[Transition("up", now)]) for vm in cluster.vms
+        }
+        self._events: dict[str, Event] = {}
+
+    def configure(self, spec: ClusterSpec, now: float) -> None:
+        """Replace the cluster: all events and history go, incarnations restart at 1."""
+        cluster = build_cluster(spec)
+        with self.lock:
+            self._load(cluster, now)
+            self.rate_limit_per_s = spec.rate_limit_per_s
+            self.strict_incarnation = spec.strict_incarnation
+
+    def set_default_vm(self, name: str) -> None:
+        with self.lock:
+            if name not in self._vms:
+                raise UnknownVM(f"no VM named {name!r}")
+            self.default_vm = name
+
+    def vm_names(self) -> list[str]:
+        with self.lock:
+            return list(self._vms)
+
+    def has_vm(self, name: str) -> bool:
+        with self.lock:
+            return name in self._vms
+
+    def vm(self, name: str, now: float) -> VMState:
+        with self.lock:
+            self.tick(now)
+            if name not in self._vms:
+                raise UnknownVM(f"no VM named {name!r}")
+            return self._vms[name]
+
+    def vms(self, now: float) -> list[VMState]:
+        with self.lock:
+            self.tick(now)
+            return list(self._vms.values())
+
+    def is_down(self, name: str, now: float) -> bool:
+        return self.vm(name, now).down
+
+    # ------------------------------------------------------------ life cycle
+
+    def tick(self, now: float) -> None:
+        """Apply every transition due at or before `now`, earliest first."""
+        with self.lock:
+            while True:
+                due = [
+                    (when, order, event)
+                    for order, event in enumerate(self._events.values())
+                    if event.active
+                    and (when := event.next_transition()) is not None
+                    and when <= now
+                ]
+                if not due:
+                    return
+                when, _, event = min(due, key=lambda item: (item[0], item[1]))
+                self._advance(event, when)
+
+    def _advance(self, event: Event, at: float) -> None:
+        if event.status is Status.SCHEDULED:
+            self._start(event, event.not_before, "not_before")
+        elif event.down_at is None:
+            event.down_at = at
+            for name in event.resources:
+                vm = self._vms[name]
+                if not vm.down_by:
+                    vm.down_since = at
+                    vm.history.append(Transition("down", at, event.event_id))
+                vm.down_by.add(event.event_id)
+        else:
+            event.status = Status.COMPLETED
+            event.ended_at = at
+            for name in event.resources:
+                vm = self._vms[name]
+                vm.down_by.discard(event.event_id)
+                if not vm.down_by and vm.down_since is not None:
+                    vm.down_since = None
+                    vm.history.append(Transition("up", at, event.event_id))
+            self._refresh(event)
+
+    def _start(self, event: Event, at: float, cause: str) -> None:
+        event.status = Status.STARTED
+        event.started_at = at
+        event.start_cause = cause
+        self._refresh(event)
+
+    def _refresh(self, event: Event) -> None:
+        """Bump the incarnation of every VM whose document this event's change altered."""
+        for name in event.audience:
+            vm = self._vms[name]
+            signature = tuple(
+                e.signature() for e in self._events.values() if e.active and name in e.audience
+            )
+            if signature != vm.signature:
+                vm.signature = signature
+                vm.incarnation += 1
+
+    # ------------------------------------------------------------ documents
+
+    def document(self, name: str, now: float) -> tuple[int, list[Event]]:
+        """The VM's DocumentIncarnation and the active events it sees, in creation order."""
+        with self.lock:
+            vm = self.vm(name, now)
+            events = [e for e in self._events.values() if e.active and name in e.audience]
+            return vm.incarnation, events
+
+    # ------------------------------------------------------------ control
+
+    def events(self) -> list[Event]:
+        with self.lock:
+            return list(self._events.values())
+
+    def event(self, event_id: str) -> Event:
+        with self.lock:
+            event = self._events.get(event_id.upper())
+            if event is None:
+                raise UnknownEvent(f"no event {event_id!r}")
+            return event
+
+    def schedule(self, request: EventRequest, now: float) -> Event:
+        """Announce maintenance. Raises SimulationError for impossible requests."""
+        with self.lock:
+            self.tick(now)
+            resources = self._resources(request)
+            uds = sorted({self._vms[name].config.ud for name in resources})
+            if len(uds) > 1 and not request.allow_multi_ud:
+                raise SimulationError(
+                    f"resources span update domains {uds}; one event holds VMs of at most "
+                    "one update domain (pass allow_multi_ud to simulate a platform bug)"
+                )
+            event_id = (request.event_id or str(uuid.uuid4())).upper()
+            if event_id in self._events:
+                raise Conflict(f"event {event_id} already exists")
+            scope = frozenset().union(*(self._vms[n].config.scope for n in resources))
+            audience = frozenset(
+                name
+                for name, vm in self._vms.items()
+                if name in resources or vm.config.scope & scope
+            )
+            duration = request.duration_s
+            if duration is None:
+                duration = DEFAULT_DURATION_S[request.type]
+            downtime = request.downtime_s
+            if downtime is None:
+                downtime = float(duration) if duration >= 0 else DEFAULT_DOWNTIME_S[request.type]
+            if request.started:
+                not_before = now
+            elif request.not_before is not None:
+                not_before = request.not_before
+            else:
+                notice = request.notice_s
+                if notice is None:
+                    notice = MIN_NOTICE_S[request.type]
+                # Whole seconds, so the RFC 1123 NotBefore shows the exact start time.
+                not_before = float(math.ceil(now + notice))
+            event = Event(
+                event_id=event_id,
+                type=request.type,
+                resources=tuple(resources),
+                uds=tuple(uds),
+                scope=scope,
+                audience=audience,
+                source=request.source,
+                description=request.description,
+                duration_s=duration,
+                downtime_s=downtime,
+                impact_delay_s=request.impact_delay_s,
+                created_at=now,
+                not_before=not_before,
+            )
+            self._events[event_id] = event
+            if request.started:
+                self._start(event, now, "immediate")
+            else:
+                self._refresh(event)
+            self.tick(now)
+            return event
+
+    def _resources(self, request: EventRequest) -> list[str]:
+        if request.vms is not None:
+            unknown = [name for name in request.vms if name not in self._vms]
+            if unknown:
+                raise SimulationError(f"unknown VMs: {', '.join(unknown)}")
+            return list(dict.fromkeys(request.vms))
+        chosen = [
+            name
+            for name, vm in self._vms.items()
+            if vm.config.ud == request.ud
+            and (request.availability_set is None
+                 or vm.config.availability_set == request.availability_set)
+            and (request.scale_set is None or vm.config.scale_set == request.scale_set)
+        ]  # fmt: skip
+        if not chosen:
+            raise SimulationError(f"no VM in update domain {request.ud} matches")
+        return chosen
+
+    def cancel(self, event_id: str, now: float) -> Event:
+        """Withdraw a Scheduled event: it vanishes from IMDS and nobody goes down."""
+        with self.lock:
+            self.tick(now)
+            event = self.event(event_id)
+            if event.status is not Status.SCHEDULED:
+                raise Conflict(f"event {event.event_id} is {event.status}, only Scheduled cancels")
+            event.status = Status.CANCELLED
+            event.ended_at = now
+            self._refresh(event)
+            return event
+
+    # ------------------------------------------------------------ IMDS POST
+
+    def acknowledge(
+        self,
+        vm_name: str,
+        event_ids: list[str],
+        incarnation: int | str | None,
+        api_version: str,
+        now: float,
+    ) -> list[Event]:
+        """A VM POSTed StartRequests: start every listed event for all its Resources.
+
+        All or nothing: one id the VM cannot see (unknown, finished, or another scope)
+        rejects the whole request. Already Started events are accepted and recorded.
+        """
+        with self.lock:
+            vm = self.vm(vm_name, now)
+            if (
+                self.strict_incarnation
+                and incarnation is not None
+                and str(incarnation).strip() != str(vm.incarnation)
+            ):
+                raise StaleIncarnation(
+                    f"DocumentIncarnation {incarnation} is stale; current is {vm.incarnation}"
+                )
+            targets = []
+            for event_id in event_ids:
+                event = self._events.get(event_id.upper())
+                if event is None or not event.active or vm_name not in event.audience:
+                    raise UnknownEvent(f"EventId {event_id} is not a scheduled event of this VM")
+                targets.append(event)
+            for event in targets:
+                effective = event.status is Status.SCHEDULED
+                event.acks.append(Ack(vm_name, now, incarnation, api_version, effective))
+                if effective:
+                    self._start(event, now, "ack")
+            self.tick(now)
+            return targets
