@@ -68,6 +68,11 @@ class AgentConfig(BaseModel):
     imds_deadline_s: float = Field(default=15.0, gt=0)
     imds_rate_per_s: float = Field(default=4.0, gt=0, le=5.0)
 
+    offline_after_failures: int = Field(default=3, ge=0)
+    """Consecutive polls with IMDS unreachable after which the VM counts as down: the
+    agent closes its ZooKeeper session (the coordinator sees the VM go) and re-registers
+    once IMDS answers. 0 = never (a real VM that goes down takes its agent with it)."""
+
     poll_interval_s: float = Field(default=1.0, gt=0)
     """In the clock's time: with a virtual clock the real interval is shorter."""
     clock: str = "real"
@@ -91,6 +96,13 @@ class AgentConfig(BaseModel):
         hosts = [h.strip() for h in value.split("/", 1)[0].split(",") if h.strip()]
         if not hosts:
             raise ValueError("zk_hosts must list at least one host:port")
+        return value
+
+    @field_validator("min_available")
+    @classmethod
+    def _min_available(cls, value: MinAvailable) -> MinAvailable:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("min_available must be >= 0 or 'majority'")
         return value
 
     @field_validator("zk_auth")

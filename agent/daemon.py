@@ -19,7 +19,7 @@ from kazoo.protocol.states import KazooState
 from agent.ack import Acknowledger
 from agent.config import AgentConfig
 from agent.drain import DrainWorker
-from agent.imds import ImdsClient, ImdsError
+from agent.imds import UNREACHABLE, ImdsClient, ImdsError
 from agent.metrics import AgentMetrics, HealthServer
 from agent.registration import Registrar
 from agent.relay import EventRelay
@@ -75,6 +75,9 @@ class Agent:
         self._health: HealthServer | None = None
         self._thread: threading.Thread | None = None
         self._imds_ok = True
+        self._unreachable_polls = 0
+        self._offline_after = config.offline_after_failures or float("inf")
+        self._offline = False
         self._started = False
 
     # ------------------------------------------------------------ life cycle
@@ -171,6 +174,9 @@ class Agent:
                 break
 
     def _tick(self) -> None:
+        if self._offline:
+            self._probe_back()
+            return
         if not self.zk.connected:
             return
         if self._needs_registration.is_set() and not self._register():
@@ -180,7 +186,13 @@ class Agent:
             doc = self.imds.scheduled_events()
         except ImdsError as exc:
             self._imds_failed(exc)
+            if self._unreachable_polls and self._unreachable_polls >= self._offline_after:
+                self._go_offline()
+                return
         else:
+            if self._unreachable_polls:
+                # IMDS was unreachable (the VM may have rebooted): register afresh.
+                self._needs_registration.set()
             self._imds_recovered()
             self.metrics.polls.inc()
             self.metrics.events.set(len(doc.events))
@@ -190,6 +202,32 @@ class Agent:
         self.drain.check()
         if doc is not None and self.imds.events_fresh and not self._stop.is_set():
             self.acker.check(doc)
+
+    def _go_offline(self) -> None:
+        """IMDS unreachable for a while: count the VM as down, as a reboot would."""
+        log.warning("agent %s: IMDS unreachable for %d polls; VM considered down, "
+                    "closing the ZooKeeper session until it answers again",
+                    self.vm_name, self._unreachable_polls)
+        self._offline = True
+        self.registration = None
+        self._needs_registration.set()
+        self.metrics.registered.set(0)
+        try:
+            self.zk.stop()
+        except Exception as exc:
+            log.debug("stopping ZooKeeper client: %s", exc)
+
+    def _probe_back(self) -> None:
+        try:
+            self.imds.instance()
+        except ImdsError as exc:
+            self._imds_failed(exc)
+            return
+        log.info("agent %s: IMDS answers again; reconnecting to ZooKeeper", self.vm_name)
+        self._offline = False
+        self._imds_recovered()
+        self._needs_registration.set()
+        self.zk.start_async()
 
     def _register(self) -> bool:
         try:
@@ -229,11 +267,16 @@ class Agent:
             on_ack=lambda result: self.metrics.acks.labels(result=result).inc())
 
     def _imds_failed(self, exc: ImdsError) -> None:
-        if self._imds_ok and exc.code != "stopping":
+        if exc.code == "stopping":
+            return
+        if self._imds_ok:
             log.warning("agent %s: IMDS unavailable: %s", self.vm_name or "?", exc)
         self._imds_ok = False
+        if exc.code in UNREACHABLE:
+            self._unreachable_polls += 1
 
     def _imds_recovered(self) -> None:
         if not self._imds_ok:
             log.info("agent %s: IMDS answers again", self.vm_name or "?")
         self._imds_ok = True
+        self._unreachable_polls = 0

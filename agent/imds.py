@@ -35,6 +35,8 @@ DEFAULT_URL = "http://169.254.169.254"
 INSTANCE_PATH = "/metadata/instance"
 EVENTS_PATH = "/metadata/scheduledevents"
 RETRY_STATUSES = frozenset({404, 410, 429})
+UNREACHABLE = frozenset({"connect", "dropped", "timeout"})
+"""Error codes meaning IMDS itself could not be reached (as when the VM is down)."""
 
 
 class ImdsError(Exception):
@@ -135,10 +137,9 @@ class ImdsClient:
             headers["If-None-Match"] = self.etag
         first = not self._events_answered
         timeout = httpx.Timeout(self.timeout_s, read=self.first_call_timeout_s) if first else None
-        extra = self.first_call_timeout_s if first else 0.0
         self.events_fresh = False
         response = self._get(EVENTS_PATH, "events", headers=headers, timeout=timeout,
-                             extra_deadline=extra)
+                             slow_ok=first)
         self._events_answered = True
         if response.status_code == 304 and self.last_events is not None:
             self.events_fresh = True
@@ -169,9 +170,9 @@ class ImdsClient:
     # ------------------------------------------------------------ transport
 
     def _get(self, path: str, kind: str, *, headers: dict[str, str] | None = None,
-             timeout: httpx.Timeout | None = None, extra_deadline: float = 0.0) -> httpx.Response:
+             timeout: httpx.Timeout | None = None, slow_ok: bool = False) -> httpx.Response:
         response = self._request("GET", path, kind, headers=headers, timeout=timeout,
-                                 extra_deadline=extra_deadline)
+                                 slow_ok=slow_ok)
         if response.status_code in (200, 304):
             return response
         self._on_error(str(response.status_code))
@@ -180,27 +181,34 @@ class ImdsClient:
 
     def _request(self, method: str, path: str, kind: str, *,
                  headers: dict[str, str] | None = None, json_body: Any = None,
-                 timeout: httpx.Timeout | None = None, extra_deadline: float = 0.0,
+                 timeout: httpx.Timeout | None = None, slow_ok: bool = False,
                  retry_timeouts: bool = True) -> httpx.Response:
-        deadline = time.monotonic() + self.deadline_s + extra_deadline
+        """One answer worth returning, after bounded retries; `slow_ok`: the time spent
+        waiting for answers does not eat into the retry deadline (the first call)."""
+        deadline = time.monotonic() + self.deadline_s
         reason = "no attempt"
         fell_back = False
         for attempt in range(self.max_attempts):
             if not self._bucket.acquire(self._stop):
                 raise ImdsUnavailable("agent stopping", "stopping")
             retry_after: float | None = None
+            sent = time.monotonic()
             try:
                 response = self._http.request(
                     method, self.base_url + path, params={"api-version": self._version(kind)},
                     headers=headers, json=json_body,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.TimeoutException as exc:
+                if slow_ok:
+                    deadline += time.monotonic() - sent
                 reason = "timeout"
                 if not retry_timeouts:
                     self._on_error(reason)
                     raise ImdsUnavailable(f"IMDS {method} {path}: timeout", reason) from exc
-            except httpx.TransportError:
+            except (httpx.ConnectError, httpx.ProxyError):
                 reason = "connect"
+            except httpx.TransportError:
+                reason = "dropped"  # connected, then no answer (e.g. the VM went down)
             else:
                 code = response.status_code
                 if code == 400 and not fell_back and self._fall_back(kind, response):

@@ -50,6 +50,9 @@ class Registrar:
     def register(self, meta: InstanceMetadata) -> VMRegistration:
         """Write vms/<name> (ephemeral), vm-state/<name>, and join configured groups."""
         reg = self.registration_for(meta)
+        for folder in (self.layout.vms, self.layout.vm_states, self.layout.groups,
+                       self.layout.events, self.layout.drains, self.layout.acks):
+            self.zk.ensure_path(folder)
         self._put_ephemeral(self.layout.vm(reg.name), encode(reg))
         zkstore.update(self.zk, self.layout.vm_state(reg.name), VMState,
                        lambda current: self._state(reg, current), overwrite_malformed=True)

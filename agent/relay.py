@@ -3,9 +3,13 @@
 Every agent of an availability set sees the same events, so many agents merge into one
 record with compare-and-set: `seen_by` collects observers, the highest incarnation's
 details win, and status only moves forward (Scheduled → Started → Gone) so a lagging
-agent cannot resurrect an event. An event that leaves a *newer* document than the one
-it was recorded at is marked Gone; the incarnation guard keeps an agent that has not
-yet read the newest document from declaring a fresh event gone.
+agent cannot resurrect an event.
+
+An event is marked Gone when it is missing from a document newer than one it was
+seen in. "Newer" compares this VM's own incarnations only (each VM's document has its
+own counter), or, for open events adopted from ZooKeeper after a restart, means
+fetched after they were adopted — an event recorded by another agent after our last
+fetch may just be newer than our document, never gone.
 """
 
 from __future__ import annotations
@@ -66,13 +70,12 @@ def merge(current: PlatformEvent | None, seen: PlatformEvent, now: float) -> Pla
 
 
 def mark_gone(current: PlatformEvent | None, incarnation: int, now: float) -> PlatformEvent | None:
-    """Gone if absent from a document newer than the one the record was made from."""
+    """The record once the event left IMDS (the caller checked it really did)."""
     if current is None or current.status == PlatformStatus.GONE:
         return current
-    if current.incarnation >= incarnation:
-        return current
-    return current.model_copy(update={"status": PlatformStatus.GONE, "gone_at": now,
-                                      "incarnation": incarnation, "last_seen": now})
+    return current.model_copy(update={
+        "status": PlatformStatus.GONE, "gone_at": now, "last_seen": now,
+        "incarnation": max(incarnation, current.incarnation)})
 
 
 class EventRelay:
@@ -85,13 +88,18 @@ class EventRelay:
         """Events seen in this process → the incarnation we last saw them at."""
         self._published: dict[str, tuple[int, str]] = {}
         """What we last wrote per event: skip ZooKeeper when nothing changed."""
-        self._scan_due = True
         self._last_gone_check: int | None = None
         self._skipped: set[str] = set()
 
     def rescan(self) -> None:
-        """Re-read ZooKeeper for open events about this VM (after (re-)registration)."""
-        self._scan_due = True
+        """Adopt open events about this VM from ZooKeeper (call after (re-)registration).
+
+        Must run *before* the next document is fetched: an event recorded before that
+        fetch and missing from it is over, while one recorded after it may simply be
+        newer than our document.
+        """
+        self._scan()
+        self._last_gone_check = None
 
     def publish(self, doc: ScheduledEventsDocument, fresh: bool = True) -> None:
         """Merge every event of `doc`; when `fresh`, mark vanished events Gone."""
@@ -123,11 +131,9 @@ class EventRelay:
             self._check_gone(doc.incarnation, present, now)
 
     def _check_gone(self, incarnation: int, present: set[str], now: float) -> None:
-        if self._scan_due:
-            self._scan()
-        elif self._last_gone_check == incarnation:
+        if self._last_gone_check == incarnation:
             return  # events only vanish under a new incarnation
-        self._last_gone_check = incarnation
+        settled = True
         for event_id, seen_at in list(self._seen.items()):
             if event_id in present or incarnation <= seen_at:
                 continue
@@ -136,12 +142,14 @@ class EventRelay:
                                         lambda current: mark_gone(current, incarnation, now))
             except zkstore.CasConflict as exc:
                 log.warning("%s", exc)
+                settled = False
                 continue
             if stored is None or stored.status == PlatformStatus.GONE:
                 if stored is not None:
                     log.info("event %s gone from IMDS (incarnation %d)", event_id, incarnation)
                 self._seen.pop(event_id, None)
                 self._published.pop(event_id, None)
+        self._last_gone_check = incarnation if settled else None
 
     def _scan(self) -> None:
         """Open events that name this VM (or that it reported) become gone candidates."""
@@ -161,5 +169,4 @@ class EventRelay:
             if record is None or record.status == PlatformStatus.GONE:
                 continue
             if self.vm in record.resources or self.vm in record.seen_by:
-                self._seen[event_id] = record.incarnation
-        self._scan_due = False
+                self._seen[event_id] = -1  # any document fetched from now on is newer
