@@ -182,13 +182,19 @@ def _die_with_parent() -> None:
 
 
 _running: weakref.WeakSet[ZooKeeperServer] = weakref.WeakSet()
+_ensembles: weakref.WeakSet[ZooKeeperEnsemble] = weakref.WeakSet()
 
 
 @atexit.register
 def _stop_leftovers() -> None:
+    """Servers nobody closed: kill them (no time for a clean stop) and drop temp dirs."""
     for server in list(_running):
         with contextlib.suppress(Exception):
             server.kill()
+            server.close()
+    for ensemble in list(_ensembles):
+        with contextlib.suppress(Exception):
+            ensemble.close()
 
 
 @dataclass(eq=False)  # identity semantics: servers are tracked in a WeakSet
@@ -474,6 +480,7 @@ class ZooKeeperEnsemble:
             )
             for i in range(size)
         ]
+        _ensembles.add(self)
 
     @property
     def size(self) -> int:
