@@ -155,9 +155,13 @@ class Availability:
         uds = self.uds_reserved(excluding=event_id)
         new_uds = {ud for vm in wanted if (ud := self._ud(vm)) is not None}
         if len(uds | new_uds) > self.policy.max_concurrent_uds:
+            limit = self.policy.max_concurrent_uds
             busy = ", ".join(f"UD {ud}" for ud in sorted(uds - new_uds))
-            return (f"would make {len(uds | new_uds)} update domains unavailable at once "
-                    f"(max {self.policy.max_concurrent_uds}; in flight: {busy})")
+            if not busy:
+                return (f"event spans {len(new_uds)} update domains "
+                        f"({', '.join(map(str, sorted(new_uds)))}; max {limit} at once)")
+            return (f"waiting for {busy} to finish: would make {len(uds | new_uds)} update "
+                    f"domains unavailable at once (max {limit})")
         newly_down = {vm for vm in wanted if vm not in self.unavailable}
         touched = sorted({g for vm in wanted for g in self.groups_of.get(vm, ())})
         for name in touched:

@@ -1,9 +1,12 @@
-"""`quorumgate demo`: bring up the local stack and show that each part answers.
+"""`quorumgate demo`: the whole product on one machine, and a maintenance rollout.
 
-This first version starts a standalone ZooKeeper (Debian's package, see `zkserver`) and
-the IMDS emulator with a sample cluster, checks both with real requests, prints where
-they listen and the FD x UD placement, then runs until Ctrl-C (or exits with `--once`).
-Everything it starts it stops on the way out: ZooKeeper by PID, the emulator's thread.
+It starts a standalone ZooKeeper (Debian's package, see `zkserver`) unless one is
+given, the IMDS emulator with a simulated cluster (15 VMs over 3 FDs x 5 UDs, four
+3-replica groups, one placed badly on purpose), one agent per VM under a VM supervisor,
+and two coordinator replicas. Then the platform walks the update domains one by one on
+a virtual clock; the terminal shows each event's drains, approval, acknowledgement,
+reboot and restore, and the holds with their reasons; finally a summary table.
+Everything it starts it stops on the way out.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,29 +37,39 @@ class DemoError(RuntimeError):
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="quorumgate demo", description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true",
-                        help="start, check that everything answers, print, stop, exit")
+                        help="run the rollout, print the summary, stop everything and exit")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as JSON on stdout (progress goes to stderr)")
     parser.add_argument("--zk-hosts", default=os.environ.get("ZK_HOSTS", ""),
                         help="use this ZooKeeper instead of starting one (default: $ZK_HOSTS)")
     parser.add_argument("--zk-port", type=int, default=0, help="local ZooKeeper port (0: free)")
-    parser.add_argument("--imds-port", type=int, default=0, help="emulator port (0: free)")
     parser.add_argument("--fds", type=int, default=3, help="fault domains")
     parser.add_argument("--uds", type=int, default=5, help="update domains")
     parser.add_argument("--vms", type=int, default=15, help="simulated VMs")
+    parser.add_argument("--speed", type=float, default=300.0,
+                        help="virtual seconds per real second (default 300: 15 min in 3 s)")
+    parser.add_argument("--walk", choices=["sequential", "together"], default="sequential",
+                        help="one UD's event after the other (Azure's walk) or all at once")
+    parser.add_argument("--coordinators", type=int, default=2, help="coordinator replicas")
+    parser.add_argument("--drain-seconds", type=float, default=30.0,
+                        help="how long each VM's drain hook takes, in virtual seconds")
+    parser.add_argument("--timeout", type=float, default=180.0,
+                        help="real seconds before the rollout gives up")
     return parser.parse_args(list(argv))
 
 
 @contextlib.contextmanager
-def zookeeper(hosts: str, port: int) -> Iterator[str]:
+def zookeeper(hosts: str, port: int, say: Any = print) -> Iterator[str]:
     """`hosts` as given, or a local standalone server for the duration of the block."""
     if hosts:
-        print(f"ZooKeeper      {hosts} (given, not started by the demo)", flush=True)
+        say(f"ZooKeeper      {hosts} (given, not started by the demo)")
         yield hosts
         return
     if problem := find_zookeeper():
         raise DemoError(f"{problem} (or run `make demo`, which installs it)")
     with ZooKeeperServer(client_port=port) as server:
-        print(f"ZooKeeper      {server.hosts} (standalone, pid {server.pid}, "
-              f"log {server.log_path})", flush=True)
+        say(f"ZooKeeper      {server.hosts} (standalone, pid {server.pid}, "
+            f"log {server.log_path})")
         yield server.hosts
 
 
@@ -106,43 +120,64 @@ def topology_grid(vms: list[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from imds_sim.testing import running_emulator  # lazy: the demo is the only user here
+    from quorumgate.rollout import RolloutSpec, rollout_stack  # lazy: heavy imports
+
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
 
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
-    cluster = {"fds": args.fds, "uds": args.uds, "vms": args.vms}
+    spec = RolloutSpec(
+        cluster={"fds": args.fds, "uds": args.uds, "vms": args.vms}, speed=args.speed,
+        walk=args.walk, coordinators=args.coordinators, timeout_s=args.timeout,
+        drain_command=f"sleep {args.drain_seconds / args.speed:.3f}")
+    if args.vms < 12:  # the default groups need vm-0 .. vm-11
+        spec.groups = []
     try:
-        with (
-            zookeeper(args.zk_hosts, args.zk_port) as hosts,
-            running_emulator(cluster=cluster, port=args.imds_port) as emulator,
-        ):
-            vms = emulator.control.get("/vms").json()
-            print(f"IMDS emulator  {emulator.url} ({len(vms)} VMs; VM metadata at "
-                  f"{emulator.url}/vms/<vm>/metadata/..., control API at {emulator.url}/control)",
-                  flush=True)
-            print(f"check ZooKeeper: {check_zookeeper(hosts)}")
-            sample = check_emulator(emulator.url, vms[0]["name"])
-            compute = sample["compute"]
-            print(f"check IMDS: {compute['name']} is in FD {compute['platformFaultDomain']}, "
-                  f"UD {compute['platformUpdateDomain']}; scheduled events incarnation "
-                  f"{sample['events']['DocumentIncarnation']}")
-            print(f"placement ({args.fds} FDs x {args.uds} UDs):\n{topology_grid(vms)}",
-                  flush=True)
-            if args.once:
-                print("demo: everything answers; stopping (--once)")
-                return 0
-            print("demo: running; Ctrl-C stops", flush=True)
-            while not stopping.wait(0.5):
-                pass
+        with zookeeper(args.zk_hosts, args.zk_port, say) as hosts:
+            say(f"check ZooKeeper: {check_zookeeper(hosts)}")
+            cluster = f"demo-{uuid.uuid4().hex[:6]}"
+            with rollout_stack(spec, hosts, cluster, out=say) as rollout:
+                emulator = rollout.emu
+                vms = emulator.control.get("/vms").json()
+                say(f"IMDS emulator  {emulator.url} ({len(vms)} VMs at "
+                    f"{emulator.url}/vms/<vm>/metadata/..., control API {emulator.url}/control)")
+                sample = check_emulator(emulator.url, vms[0]["name"])
+                say(f"check IMDS: {sample['compute']['name']} answers "
+                    f"(FD {sample['compute']['platformFaultDomain']}, "
+                    f"UD {sample['compute']['platformUpdateDomain']})")
+                say(f"placement ({args.fds} FDs x {args.uds} UDs):\n{topology_grid(vms)}")
+                for group in spec.groups:
+                    say(f"group {group.name}: {', '.join(group.members)} "
+                        f"(min_available {group.min_available})")
+                for line in rollout.endpoints():
+                    say(line)
+                say(f"cluster {cluster}: {len(vms)} agents and {args.coordinators} "
+                    f"coordinators up; the platform starts its update-domain walk "
+                    f"(clock x{args.speed:g})")
+                summary = rollout.run()
+                if args.json:
+                    print(summary.to_json(), flush=True)
+                else:
+                    say("")
+                    say(summary.table())
+                ok = summary.completed and not summary.violations
+                if args.once or stopping.is_set():
+                    return 0 if ok else 1
+                say("demo: rollout done; the stack stays up until Ctrl-C")
+                while not stopping.wait(0.5):
+                    pass
+                return 0 if ok else 1
     except KeyboardInterrupt:
-        pass
+        return 0
     except (DemoError, ZooKeeperError) as exc:
         print(f"quorumgate demo: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print("demo: stopped")
-    return 0
+        print("demo: stopped", file=out)
 
 
 if __name__ == "__main__":

@@ -327,6 +327,10 @@ class Rollout:
             with contextlib.suppress(Exception):
                 step()
 
+    def endpoints(self) -> list[str]:
+        """Where an operator can look while the rollout runs."""
+        return []
+
     # ------------------------------------------------------------ the rollout
 
     def schedule_ud(self, ud: int) -> str:
@@ -351,7 +355,7 @@ class Rollout:
             (decision.state is S.CANCELLED and not decision.reserved))
 
     def run(self) -> Summary:
-        started = self.clock.now()
+        started = self.watcher.start_at = self.clock.now()
         deadline = time.monotonic() + self.spec.timeout_s
         uds = list(range(self.spec.uds))
         if self.spec.walk == "together":

@@ -126,8 +126,8 @@ def test_one_update_domain_at_a_time():
     snap, _ = step(snapshot(grid(), [], events))
     assert state(snap, "E1") is S.DRAINING
     assert state(snap, "E2") is S.HELD
-    assert "would make 2 update domains unavailable at once (max 1; in flight: UD 0)" in (
-        snap.decisions["E2"].reason)
+    assert ("waiting for UD 0 to finish: would make 2 update domains unavailable at once "
+            "(max 1)") in snap.decisions["E2"].reason
 
 
 def test_events_in_the_same_update_domain_proceed_together():
@@ -155,7 +155,7 @@ def test_earliest_not_before_gets_the_budget():
 def test_multi_ud_event_is_not_trusted():
     snap, _ = step(snapshot(grid(), [], [event("E1", ["vm-0", "vm-1"])]))
     assert state(snap, "E1") is S.HELD
-    assert "2 update domains" in snap.decisions["E1"].reason
+    assert "event spans 2 update domains (0, 1; max 1 at once)" in snap.decisions["E1"].reason
 
 
 def test_cluster_wide_max_unavailable_number_and_percent():
