@@ -79,6 +79,7 @@ class Agent:
         self._offline_after = config.offline_after_failures or float("inf")
         self._offline = False
         self._started = False
+        self._stopped = False
 
     # ------------------------------------------------------------ life cycle
 
@@ -103,6 +104,9 @@ class Agent:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop, close the ZooKeeper session (ephemeral node goes at once)."""
         self.request_stop()
+        if self._stopped:
+            return
+        self._stopped = True
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -53,10 +53,15 @@ class HookResult:
     detail: str
 
 
-def tail(text: str | bytes, limit: int = TAIL_BYTES) -> str:
+def tail(text: str | bytes, note: str = "", limit: int = TAIL_BYTES) -> str:
+    """The end of the output, then `note` (why it ended): what an operator reads first."""
+    keep = max(0, limit - len(note) - 1)
     if isinstance(text, bytes):
-        text = text[-limit:].decode("utf-8", "replace")
-    return text[-limit:]
+        text = text[-keep:].decode("utf-8", "replace") if keep else ""
+    text = text[-keep:] if keep else ""
+    if not note:
+        return text
+    return f"{text}\n{note}" if text and not text.endswith("\n") else f"{text}{note}"
 
 
 def run_hook(hook: HookConfig, ctx: HookContext) -> HookResult:
@@ -87,11 +92,10 @@ def _run_command(hook: HookConfig, ctx: HookContext) -> HookResult:
         except subprocess.TimeoutExpired:
             output = b""
         return HookResult(False, "timeout",
-                          tail(f"timed out after {hook.timeout_s:g}s\n".encode() + (output or b"")))
+                          tail(output or b"", f"[timed out after {hook.timeout_s:g}s]"))
     if proc.returncode == 0:
         return HookResult(True, "done", tail(output or b""))
-    return HookResult(False, "failed",
-                      tail(f"exit code {proc.returncode}\n".encode() + (output or b"")))
+    return HookResult(False, "failed", tail(output or b"", f"[exit code {proc.returncode}]"))
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -108,10 +112,10 @@ def _call_url(hook: HookConfig, ctx: HookContext) -> HookResult:
                           timeout=httpx.Timeout(hook.timeout_s)) as client:
             response = client.post(hook.url, json=ctx.payload())
     except httpx.TimeoutException:
-        return HookResult(False, "timeout", f"timed out after {hook.timeout_s:g}s")
+        return HookResult(False, "timeout", f"[timed out after {hook.timeout_s:g}s]")
     except httpx.HTTPError as exc:
-        return HookResult(False, "failed", f"{type(exc).__name__}: {exc}")
-    text = tail(f"HTTP {response.status_code}\n{response.text}")
+        return HookResult(False, "failed", tail(f"{type(exc).__name__}: {exc}"))
+    text = tail(response.text, f"[HTTP {response.status_code}]")
     if 200 <= response.status_code < 300:
         return HookResult(True, "done", text)
     return HookResult(False, "failed", text)

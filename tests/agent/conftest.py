@@ -7,6 +7,7 @@ in a second; IMDS rate limiting stays in real time, as on Azure.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -93,11 +94,13 @@ class CountingTransport(httpx.BaseTransport):
         self.inner = httpx.HTTPTransport()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.statuses: list[int] = []
+        self.times: list[float] = []
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             self.requests[(request.method, request.url.path.rsplit("/metadata", 1)[-1])] += 1
+            self.times.append(time.monotonic())
         response = self.inner.handle_request(request)
         with self._lock:
             self.statuses.append(response.status_code)

@@ -33,7 +33,7 @@ def test_command_failure_keeps_output_tail() -> None:
     code = "import sys; sys.stdout.write('x' * 5000 + 'END'); sys.exit(3)"
     result = run_hook(HookConfig(command=[sys.executable, "-c", code]), CTX)
     assert not result.ok and result.result == "failed"
-    assert result.detail.endswith("END") and len(result.detail) <= TAIL_BYTES
+    assert result.detail.endswith("END\n[exit code 3]") and len(result.detail) <= TAIL_BYTES
 
 
 def test_command_timeout_kills_the_process_group() -> None:
