@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -85,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     server = make_server(build_app(sim, clock), log_level=args.log_level)
-    server.run(sockets=[sock])
+    # uvicorn re-raises the signal that stopped it once it has shut down cleanly;
+    # a stop by Ctrl-C or SIGTERM is this command's normal end, so exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -34,8 +34,9 @@ class DroppingHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             self.transport.abort()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket, bound now so the caller knows the port (port 0: any)."""
+def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening socket, bound now so the caller knows the port (port 0: any) and
+    clients told that port can connect at once (they queue until uvicorn accepts)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
     # proto says TCP, and without it every answer waits ~40 ms for a delayed ACK.
@@ -43,6 +44,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
