@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from coordinator.providers import ProviderConfig
 from registry.clock import parse_clock
 from registry.records import Name
 from registry.settings import ENV_PREFIX, env_layer, read_file, validate
@@ -38,6 +39,8 @@ class CoordinatorConfig(BaseModel):
     webhook_url: str | None = None
     gate_ttl_s: float = Field(default=5.0, gt=0)
     audit_keep: int = Field(default=10_000, ge=100)
+    providers: list[ProviderConfig] = []
+    """Live replica-group sources (see coordinator/providers.py)."""
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

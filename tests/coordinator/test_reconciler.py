@@ -176,3 +176,32 @@ def test_lost_vm_counts_unavailable(zk_hosts: str, zk: KazooClient, cluster: Lay
         assert "group g" in held.reason
     finally:
         coordinator.stop()
+
+
+def test_command_provider_membership_change_changes_a_decision(
+        zk_hosts: str, zk: KazooClient, cluster: Layout, tmp_path) -> None:
+    """A provider's group is written by the leader; a membership change alters decisions."""
+    from coordinator.providers import ProviderConfig
+
+    groups_file = tmp_path / "groups.json"
+    groups_file.write_text('[{"name": "live", "members": ["vm-3", "vm-4"], '
+                           '"min_available": 2}]')
+    provider = ProviderConfig(id="file", kind="command", interval_s=0.2,
+                              command=f"cat {groups_file}")
+    config = CoordinatorConfig(cluster=cluster.cluster, zk_hosts=zk_hosts, identity="c1",
+                               resync_s=0.1, providers=[provider])
+    coordinator = CoordinatorNode(config)
+    coordinator.start(timeout=15)
+    try:
+        wait_until(lambda: zk.exists(cluster.group("live")), 10)
+        schedule(zk, cluster, "E1", ["vm-3"])
+        held = wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.HELD
+                          and d, 10)
+        assert "group live" in held.reason
+        groups_file.write_text('[{"name": "live", "members": ["vm-3", "vm-4", "vm-5"], '
+                               '"min_available": 2}]')
+        wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.DRAINING, 10)
+        stored = decode(Group, zk.get(cluster.group("live"))[0])
+        assert stored.source == "provider:file" and stored.members == ["vm-3", "vm-4", "vm-5"]
+    finally:
+        coordinator.stop()
