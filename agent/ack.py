@@ -49,9 +49,13 @@ class Acknowledger:
         self._on_ack = on_ack or (lambda result: None)
         self._handled: dict[str, int] = {}
         """Event → the approval this process has dealt with (skip re-reading acks/)."""
+        self._unrecorded: dict[str, tuple[int, AckState, str, int]] = {}
+        """Outcomes ZooKeeper has not taken yet (connection loss): retried each check."""
 
     def check(self, doc: ScheduledEventsDocument) -> None:
         """Acknowledge every event that is Scheduled here and approved with us as acker."""
+        for event_id, outcome in list(self._unrecorded.items()):
+            self._record(event_id, *outcome)
         for ev in doc.events:
             if ev.event_status != SCHEDULED or not _valid_name(ev.event_id):
                 continue
@@ -73,6 +77,12 @@ class Acknowledger:
         self._on_ack(state.value)
         log.info("%s: acknowledgement of %s (approval %d): %s %s", self.vm, event_id,
                  approval, state.value, detail)
+        self._unrecorded[event_id] = (approval, state, detail, incarnation)
+        return self._record(event_id, approval, state, detail, incarnation)
+
+    def _record(self, event_id: str, approval: int, state: AckState, detail: str,
+                incarnation: int) -> AckRecord | None:
+        """Write the outcome over our own claim (compare-and-set)."""
 
         def finish(current: AckRecord | None) -> AckRecord | None:
             if current is None or current.approval != approval or current.vm != self.vm:
@@ -81,7 +91,9 @@ class Acknowledger:
                                               "incarnation": incarnation,
                                               "at": self.clock.now()})
 
-        return zkstore.update(self.zk, self.layout.ack(event_id), AckRecord, finish)
+        stored = zkstore.update(self.zk, self.layout.ack(event_id), AckRecord, finish)
+        self._unrecorded.pop(event_id, None)
+        return stored
 
     def _claim(self, event_id: str, approval: int, incarnation: int) -> bool:
         claim = AckRecord(event_id=event_id, approval=approval, vm=self.vm,

@@ -83,10 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.log_level != "DEBUG":
+        # one line per IMDS request would drown everything else
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    log = logging.getLogger("agent")
     agent = Agent(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: agent.request_stop())
-    logging.getLogger(__name__).info("agent starting (cluster %s, zk %s, imds %s)",
-                                     config.cluster, config.zk_hosts, config.imds_url)
-    agent.run_forever()
+    log.info("agent starting (cluster %s, zk %s, imds %s)", config.cluster, config.zk_hosts,
+             config.imds_url)
+    try:
+        agent.run_forever()
+    except OSError as exc:  # e.g. the health port is taken
+        log.error("agent cannot run: %s", exc)
+        return 1
+    log.info("agent stopped")
     return 0

@@ -64,7 +64,7 @@ def test_hook_runs_once_per_request(zk: KazooClient, zk_layout: Layout,
     wait_until(lambda: _status(zk, zk_layout, "vm-2", DrainStatus.DRAINED), 10)
     # the same request again (e.g. a confused writer resets it): not re-run in this process
     _request(zk, zk_layout, "vm-2", "E-1", DrainWant.DRAINED)
-    wait_until(lambda: agent.metrics.value("quorumgate_agent_polls_total") >= 8, 10)
+    wait_until(lambda: agent.metrics.value("quorumgate_agent_polls_total") >= 5, 10)
     assert len(log.read_text().splitlines()) == 1
     # a restarted agent finds the request reported done: not re-run either
     _request(zk, zk_layout, "vm-2", "E-1", DrainWant.DRAINED, DrainStatus.DRAINED)

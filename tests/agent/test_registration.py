@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from kazoo.client import KazooClient
 
@@ -95,3 +97,24 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_survives_a_zookeeper_restart(zk_server, zk_layout: Layout, emulator,
+                                      make_agent: AgentFactory) -> None:
+    agent = make_agent("vm-1", zk_hosts=zk_server.hosts)
+    zk_server.stop()
+    wait_until(lambda: not agent.zk.connected, 10)
+    time.sleep(0.5)  # the loop keeps ticking without ZooKeeper
+    assert not agent.health()["ok"]
+    zk_server.start()
+    observer = KazooClient(hosts=zk_server.hosts, timeout=10)
+    observer.start(timeout=15)
+    try:
+        eid = emulator.schedule(ud=1, type="Freeze")["event_id"]
+        wait_until(lambda: observer.exists(zk_layout.event(eid)), 20,
+                   message="the agent to relay again after ZooKeeper came back")
+        wait_until(lambda: observer.exists(zk_layout.vm("vm-1")), 20)
+        assert agent.health()["ok"]
+    finally:
+        observer.stop()
+        observer.close()
