@@ -1,0 +1,142 @@
+"""The coordinator's FastAPI application: `create_app(node)`.
+
+Every replica serves reads from its own ZooKeeper mirror (`node.cache.view()`), so any
+replica answers, leader or not. Operator actions write intents straight to ZooKeeper
+(groups, overrides, policy) with their audit entry, atomically; only the leader turns
+them into decisions. OpenAPI at `/docs`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import weakref
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kazoo.exceptions import KazooException
+from prometheus_client import CollectorRegistry, Counter
+
+from coordinator.api.deps import Unavailable
+from coordinator.api.routes import admin, events, groups, health, vms
+from coordinator.api.writes import Conflict, OperatorWrites
+from coordinator.node import CoordinatorNode
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_MODULE = "coordinator.api.dashboard"
+"""A module with a `router` (the dashboard page at `/` and its assets), included if present."""
+
+TAGS = [
+    {"name": "vms", "description": "VMs and the fault x update domain grid (viewer)"},
+    {"name": "groups", "description": "Replica groups; writes need the operator role"},
+    {"name": "events", "description": "Scheduled events and our decisions; hold, release, "
+                                      "force need the operator role"},
+    {"name": "policy and status", "description": "Policy, pause/resume, status, audit log"},
+    {"name": "health", "description": "Probes and metrics, no token"},
+]
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("quorumgate_api_requests", "API requests by route and status",
+                                ["method", "route", "status"], registry=registry)
+        self.actions = Counter("quorumgate_operator_actions",
+                               "Operator actions written to ZooKeeper", ["action"],
+                               registry=registry)
+
+
+_api_metrics: weakref.WeakKeyDictionary[CollectorRegistry, ApiMetrics] = (
+    weakref.WeakKeyDictionary())
+
+
+def api_metrics(registry: CollectorRegistry) -> ApiMetrics:
+    """One set per registry: an app built twice for one node must not register twice."""
+    if registry not in _api_metrics:
+        _api_metrics[registry] = ApiMetrics(registry)
+    return _api_metrics[registry]
+
+
+def _validation_message(errors: list[dict]) -> str:
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": _validation_message(errors), "errors": errors},
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(KazooException)
+    async def zookeeper(request: Request, exc: KazooException) -> JSONResponse:
+        log.warning("%s %s: ZooKeeper error %r", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"ZooKeeper unavailable or refused the request ({type(exc).__name__}); "
+                       "retry shortly or use another replica"},
+            status_code=503, headers={"Retry-After": "1"})
+
+
+def create_app(node: CoordinatorNode) -> FastAPI:
+    """The REST API of one coordinator replica; the caller starts and stops `node`."""
+    app = FastAPI(
+        title="quorumgate coordinator",
+        version="1",
+        description="Quorum-safe acknowledgement of Azure Scheduled Events. Reads need the "
+                    "viewer (or operator) role, actions the operator role: "
+                    "`Authorization: Bearer <token>`.",
+        openapi_tags=TAGS,
+    )
+    metrics = api_metrics(node.metrics.registry)
+    app.state.node = node
+    app.state.writes = OperatorWrites(node.client, node.layout, node.clock.now,
+                                      on_action=lambda a: metrics.actions.labels(a).inc())
+    install_error_handlers(app)
+    app.exception_handler(node.client.handler.timeout_exception)(_timeout)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "other")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        log.debug("%s %s %s %.1f ms", request.method, request.url.path,
+                  response.status_code, (time.perf_counter() - started) * 1000)
+        return response
+
+    for module in (health, vms, groups, events, admin):
+        app.include_router(module.router)
+    dashboard = _optional_module(DASHBOARD_MODULE)
+    if dashboard is not None:
+        app.include_router(dashboard.router)
+    return app
+
+
+async def _timeout(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "ZooKeeper did not answer in time; retry shortly"},
+                        status_code=503, headers={"Retry-After": "1"})
+
+
+def _optional_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None

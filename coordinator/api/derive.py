@@ -1,0 +1,289 @@
+"""What operators see, derived from one `ClusterView`. Pure: no I/O, no clock.
+
+The REST API and the dashboard both render these rows, so a VM shows the same state
+everywhere. Availability per group is computed by the safety core's own
+`Availability`, so the numbers shown are the numbers the leader decides on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from coordinator.safety import Availability, Snapshot
+from coordinator.store import ClusterView
+from registry.records import (
+    AckRecord,
+    Decision,
+    DecisionState,
+    DrainRecord,
+    DrainStatus,
+    DrainWant,
+    EventType,
+    Group,
+    MinAvailable,
+    Override,
+    PlatformEvent,
+    PlatformStatus,
+)
+
+S = DecisionState
+
+
+class VMDisplayState(StrEnum):
+    UP = "up"
+    """Live, nothing asked of it (or restored)."""
+    DRAINING = "draining"
+    """Live, its drain hook was asked for or is running."""
+    DRAIN_FAILED = "drain_failed"
+    """Live, its drain hook failed: a human or the drain timeout must decide."""
+    DRAINED = "drained"
+    """Live and drained: waiting for the platform to take it down."""
+    REBOOTING = "rebooting"
+    """Not live while reserved by an event that has started: expected downtime."""
+    RESTORING = "restoring"
+    """Live again, its restore hook was asked for or is running."""
+    LOST = "lost"
+    """Not live, and no started event explains it: counts as unavailable."""
+
+
+STARTED_STATES = frozenset({S.STARTED, S.FORCED, S.COMPLETED})
+
+
+def event_started(event: PlatformEvent | None, decision: Decision | None) -> bool:
+    """Has the platform started this event (whether it is over yet or not)?"""
+    if decision is not None and decision.state in STARTED_STATES:
+        return True
+    if event is None:
+        return False
+    return event.status is PlatformStatus.STARTED or (
+        event.status is PlatformStatus.GONE and event.started_at is not None)
+
+
+def display_state(live: bool, drain: DrainRecord | None, reserving: Decision | None,
+                  event: PlatformEvent | None) -> VMDisplayState:
+    """One VM's state for display.
+
+    `drain` is its `drain/<vm>` record, `reserving` the decision that reserves it (if
+    any) and `event` that decision's platform event.
+    """
+    if not live:
+        if reserving is not None and event_started(event, reserving):
+            return VMDisplayState.REBOOTING
+        return VMDisplayState.LOST
+    if drain is None:
+        return VMDisplayState.UP
+    if drain.want is DrainWant.RESTORED:
+        return (VMDisplayState.UP if drain.status is DrainStatus.RESTORED
+                else VMDisplayState.RESTORING)
+    if drain.status is DrainStatus.FAILED:
+        return VMDisplayState.DRAIN_FAILED
+    if drain.status is DrainStatus.DRAINED:
+        return VMDisplayState.DRAINED
+    return VMDisplayState.DRAINING
+
+
+def reserving_decision(vm: str, decisions: Mapping[str, Decision],
+                       events: Mapping[str, PlatformEvent]) -> Decision | None:
+    """The decision holding `vm`: a started one first (it explains a VM that is down),
+    then the lowest event id."""
+    holders = sorted((d for d in decisions.values() if vm in d.reserved),
+                     key=lambda d: d.event_id)
+    for d in holders:
+        if event_started(events.get(d.event_id), d):
+            return d
+    return holders[0] if holders else None
+
+
+# ---------------------------------------------------------------- VMs and topology
+
+
+class VMRow(BaseModel):
+    name: str
+    fd: int | None
+    ud: int | None
+    zone: str = ""
+    address: str = ""
+    scale_set: str = ""
+    live: bool
+    groups: list[str]
+    state: VMDisplayState
+    reserved_by: str | None = None
+    """The event whose decision reserves this VM, if any."""
+    drain: DrainRecord | None = None
+
+
+def groups_by_vm(groups: Iterable[Group]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for group in sorted(groups, key=lambda g: g.name):
+        for vm in dict.fromkeys(group.members):
+            out.setdefault(vm, []).append(group.name)
+    return out
+
+
+def vm_rows(view: ClusterView) -> list[VMRow]:
+    """Every known VM (last known state ∪ live registrations), sorted by name."""
+    regs, states = view.registrations, view.vm_states
+    decisions, events, drains = view.decisions, view.events, view.drains
+    member_of = groups_by_vm(view.groups.values())
+    rows = []
+    for name in sorted(set(regs) | set(states)):
+        info = regs.get(name) or states[name]
+        reserving = reserving_decision(name, decisions, events)
+        event = events.get(reserving.event_id) if reserving else None
+        live = name in regs
+        rows.append(VMRow(
+            name=name, fd=info.fd, ud=info.ud, zone=info.zone, address=info.address,
+            scale_set=info.scale_set, live=live, groups=member_of.get(name, []),
+            state=display_state(live, drains.get(name), reserving, event),
+            reserved_by=reserving.event_id if reserving else None, drain=drains.get(name)))
+    return rows
+
+
+class CellVM(BaseModel):
+    name: str
+    state: VMDisplayState
+    reserved_by: str | None = None
+
+
+class Cell(BaseModel):
+    fd: int
+    ud: int
+    vms: list[CellVM]
+
+
+class Topology(BaseModel):
+    fds: list[int]
+    uds: list[int]
+    cells: list[Cell]
+    """Every (fd, ud) pair of the grid, row by row (fd, then ud); empty cells included."""
+    unplaced: list[CellVM] = []
+    """VMs without a known fault or update domain."""
+
+
+def topology(rows: Iterable[VMRow]) -> Topology:
+    rows = list(rows)
+    placed = [r for r in rows if r.fd is not None and r.ud is not None]
+    fds = sorted({r.fd for r in placed if r.fd is not None})
+    uds = sorted({r.ud for r in placed if r.ud is not None})
+    grid: dict[tuple[int, int], list[CellVM]] = {(fd, ud): [] for fd in fds for ud in uds}
+    for r in placed:
+        assert r.fd is not None and r.ud is not None
+        grid[(r.fd, r.ud)].append(CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by))
+    return Topology(
+        fds=fds, uds=uds,
+        cells=[Cell(fd=fd, ud=ud, vms=vms) for (fd, ud), vms in grid.items()],
+        unplaced=[CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by)
+                  for r in rows if r.fd is None or r.ud is None])
+
+
+# ---------------------------------------------------------------- groups
+
+
+class GroupRow(BaseModel):
+    name: str
+    members: list[str]
+    min_available: MinAvailable
+    required: int
+    """How many members must stay available (`min_available` resolved)."""
+    live: int
+    """Members whose agent is registered."""
+    available: int
+    """Members live, not drained and not reserved by an event: what the core counts."""
+    ok: bool
+    """available >= required."""
+    unavailable: list[str]
+    health_gate: str = ""
+    source: str = ""
+
+
+def group_rows(view: ClusterView) -> list[GroupRow]:
+    groups = sorted(view.groups.values(), key=lambda g: g.name)
+    snap = Snapshot(now=0.0, policy=view.policy, vms=view.vm_views(), groups=groups,
+                    events={}, decisions=view.decisions, drains=view.drains)
+    avail = Availability(snap)
+    regs = view.registrations
+    out = []
+    for g in groups:
+        members = list(dict.fromkeys(g.members))
+        available = avail.available_count[g.name]
+        out.append(GroupRow(
+            name=g.name, members=members, min_available=g.min_available,
+            required=g.required(), live=sum(1 for vm in members if vm in regs),
+            available=available, ok=available >= g.required(),
+            unavailable=[vm for vm in members if vm in avail.unavailable],
+            health_gate=g.health_gate, source=g.source))
+    return out
+
+
+# ---------------------------------------------------------------- events
+
+
+class EventRow(BaseModel):
+    event_id: str
+    state: DecisionState
+    """Our decision's state; `new` while the leader has not decided yet."""
+    active: bool
+    """Not over yet: not restored, not cancelled with its VMs released."""
+    reason: str = ""
+    event_type: EventType | None = None
+    status: PlatformStatus | None = None
+    resources: list[str] = []
+    not_before: float | None = None
+    operator_hold: str = ""
+    """The operator's hold reason (from the override, even before the leader applies it)."""
+    force_reason: str = ""
+    event: PlatformEvent | None = None
+    decision: Decision | None = None
+    ack: AckRecord | None = None
+    override: Override | None = None
+
+
+def is_active(event: PlatformEvent | None, decision: Decision | None) -> bool:
+    if decision is None:
+        return event is not None and event.status is not PlatformStatus.GONE
+    if decision.state is S.RESTORED:
+        return False
+    return not (decision.state is S.CANCELLED and not decision.reserved)
+
+
+def event_row(event_id: str, view: ClusterView) -> EventRow | None:
+    event = view.events.get(event_id)
+    decision = view.decisions.get(event_id)
+    if event is None and decision is None:
+        return None
+    override = view.overrides.get(event_id)
+    return EventRow(
+        event_id=event_id, state=decision.state if decision else S.NEW,
+        active=is_active(event, decision),
+        reason=decision.reason if decision else "",
+        event_type=event.event_type if event else None,
+        status=event.status if event else None,
+        resources=list(event.resources) if event else list(decision.reserved if decision
+                                                            else []),
+        not_before=event.not_before if event else None,
+        operator_hold=override.hold if override else (decision.operator_hold
+                                                      if decision else ""),
+        force_reason=override.force if override else (decision.force_reason
+                                                      if decision else ""),
+        event=event, decision=decision, ack=view.acks.get(event_id), override=override)
+
+
+def event_rows(view: ClusterView) -> list[EventRow]:
+    """Every event we know (platform view ∪ decisions), oldest sighting first."""
+    rows = [row for eid in set(view.events) | set(view.decisions)
+            if (row := event_row(eid, view)) is not None]
+
+    def key(row: EventRow) -> tuple[float, str]:
+        first = row.event.first_seen if row.event else 0.0
+        return (first or (row.decision.state_since if row.decision else 0.0), row.event_id)
+
+    return sorted(rows, key=key)
+
+
+def state_counts(decisions: Iterable[Decision]) -> dict[str, int]:
+    tally = Counter(d.state for d in decisions)
+    return {state.value: tally.get(state, 0) for state in DecisionState}

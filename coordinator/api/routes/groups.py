@@ -1,0 +1,59 @@
+"""Replica groups: read from the mirror; written by operators (an intent the leader reads)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Response, status
+
+from coordinator.api.auth import NodeDep, Operator, Viewer
+from coordinator.api.deps import Connected, View
+from coordinator.api.derive import GroupRow, group_rows
+from coordinator.api.models import GroupIn
+from coordinator.api.routes.common import Writes, name_param, not_found
+from coordinator.api.writes import Current
+from registry.records import Group
+
+router = APIRouter(prefix="/v1/groups", tags=["groups"])
+GroupName = Annotated[str, name_param("group name")]
+
+
+@router.get("", response_model=list[GroupRow], summary="Replica groups and their availability")
+def list_groups(view: View, _: Viewer) -> list[GroupRow]:
+    return group_rows(view)
+
+
+@router.get("/{name}", response_model=GroupRow, summary="One replica group",
+            responses={404: {"description": "no such group"}})
+def get_group(name: GroupName, view: View, _: Viewer) -> GroupRow:
+    for row in group_rows(view):
+        if row.name == name:
+            return row
+    raise not_found(f"group {name!r}")
+
+
+@router.put("/{name}", response_model=Group, dependencies=[Connected],
+            summary="Create or replace a replica group")
+def put_group(name: GroupName, body: GroupIn, node: NodeDep, writes: Writes,
+              caller: Operator) -> Group:
+    group = Group(name=name, members=list(body.members), min_available=body.min_available,
+                  health_gate=body.health_gate, source="api")
+    detail = (f"members={','.join(group.members)} min_available={group.min_available}"
+              + (f" health_gate={group.health_gate}" if group.health_gate else ""))
+    writes.apply(caller.name, "group:put", node.layout.group(name), Group,
+                 lambda _: group, detail=detail)
+    return group
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Connected],
+               summary="Delete a replica group",
+               responses={404: {"description": "no such group"}})
+def delete_group(name: GroupName, node: NodeDep, writes: Writes, caller: Operator) -> Response:
+    def gone(current: Current[Group]) -> None:
+        if not current.exists:
+            raise not_found(f"group {name!r}")
+        return None
+
+    writes.apply(caller.name, "group:delete", node.layout.group(name), Group, gone,
+                 detail=name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
