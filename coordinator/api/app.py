@@ -70,7 +70,8 @@ def _validation_message(errors: list[dict]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+        errors = [{"loc": list(e.get("loc", ())),
+                   "msg": str(e.get("msg", "")).removeprefix("Value error, "),
                    "type": str(e.get("type", ""))} for e in exc.errors()]
         return JSONResponse({"detail": _validation_message(errors), "errors": errors},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)

@@ -9,6 +9,7 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss
 
+from coordinator.api.derive import display_state
 from coordinator.store import ensure_layout
 from registry.codec import decode, encode
 from registry.layout import Layout
@@ -18,7 +19,10 @@ from registry.records import (
     DrainRecord,
     DrainStatus,
     DrainWant,
+    EventType,
+    Group,
     Override,
+    PlatformEvent,
     PlatformStatus,
     Policy,
 )
@@ -65,6 +69,46 @@ def leader(zk_hosts: str, cluster: Layout) -> Iterator[Api]:
 def mirrored(api: Api, check) -> None:
     """Wait until this replica's mirror shows what the test just wrote."""
     wait_until(lambda: check(api.node.cache.view()), 10)
+
+
+# ---------------------------------------------------------------- derived states (pure)
+
+DRAINED, RESTORED = DrainWant.DRAINED, DrainWant.RESTORED
+
+
+def _drain(want: DrainWant, status: DrainStatus) -> DrainRecord:
+    return DrainRecord(vm="vm", event_id="E", want=want, status=status)
+
+
+@pytest.mark.parametrize(("live", "drain", "decision", "event_status", "state"), [
+    (True, None, None, None, "up"),
+    (True, None, S.APPROVED, PlatformStatus.SCHEDULED, "up"),  # reserved, nothing to drain
+    (True, _drain(DRAINED, DrainStatus.PENDING), S.DRAINING, PlatformStatus.SCHEDULED,
+     "draining"),
+    (True, _drain(DRAINED, DrainStatus.RUNNING), S.DRAINING, PlatformStatus.SCHEDULED,
+     "draining"),
+    (True, _drain(DRAINED, DrainStatus.FAILED), S.FAILED, PlatformStatus.SCHEDULED,
+     "drain_failed"),
+    (True, _drain(DRAINED, DrainStatus.DRAINED), S.APPROVED, PlatformStatus.SCHEDULED,
+     "drained"),
+    (False, _drain(DRAINED, DrainStatus.DRAINED), S.APPROVED, PlatformStatus.STARTED,
+     "rebooting"),
+    (False, _drain(DRAINED, DrainStatus.DRAINED), S.STARTED, None, "rebooting"),
+    (False, _drain(RESTORED, DrainStatus.PENDING), S.COMPLETED, PlatformStatus.GONE,
+     "rebooting"),
+    (True, _drain(RESTORED, DrainStatus.RUNNING), S.COMPLETED, PlatformStatus.GONE,
+     "restoring"),
+    (True, _drain(RESTORED, DrainStatus.RESTORED), S.COMPLETED, PlatformStatus.GONE, "up"),
+    (False, _drain(DRAINED, DrainStatus.DRAINED), S.APPROVED, PlatformStatus.SCHEDULED,
+     "lost"),  # down before its event started: not explained
+    (False, None, None, None, "lost"),
+])
+def test_display_state(live: bool, drain: DrainRecord | None, decision: S | None,
+                       event_status: PlatformStatus | None, state: str) -> None:
+    reserving = Decision(event_id="E", state=decision, reserved=["vm"]) if decision else None
+    event = PlatformEvent(event_id="E", event_type=EventType.REBOOT, status=event_status,
+                          resources=["vm"]) if event_status else None
+    assert display_state(live, drain, reserving, event).value == state
 
 
 # ---------------------------------------------------------------- reads
@@ -214,6 +258,12 @@ def test_groups_put_and_delete(follower: Api, zk: KazooClient, cluster: Layout) 
     assert op.delete("/v1/groups/kafka").status_code == 204
     assert zk.exists(cluster.group("kafka")) is None
     assert op.delete("/v1/groups/kafka").status_code == 404
+    # a provider's group would be rewritten by the leader: refused, not silently lost
+    zk.create(cluster.group("pg"), encode(Group(name="pg", members=["vm-0"],
+                                                source="provider:patroni")))
+    r = op.put("/v1/groups/pg", json={"members": ["vm-1"]})
+    assert r.status_code == 409 and "provider:patroni" in r.json()["detail"]
+    assert op.delete("/v1/groups/pg").status_code == 409
 
 
 def test_hold_release_force_reach_the_decision(leader: Api, zk: KazooClient,

@@ -11,11 +11,21 @@ from coordinator.api.deps import Connected, View
 from coordinator.api.derive import GroupRow, group_rows
 from coordinator.api.models import GroupIn
 from coordinator.api.routes.common import Writes, name_param, not_found
-from coordinator.api.writes import Current
+from coordinator.api.writes import Conflict, Current
 from registry.records import Group
 
 router = APIRouter(prefix="/v1/groups", tags=["groups"])
 GroupName = Annotated[str, name_param("group name")]
+MANAGED = {409: {"description": "the group is kept by a group provider (source provider:...)"}}
+
+
+def _not_managed(current: Current[Group], name: str) -> None:
+    """A provider's group is rewritten by the leader at its next poll: an API change would
+    silently vanish, so it is refused; change the provider (or its system) instead."""
+    source = current.record.source if current.record else ""
+    if source.startswith("provider:"):
+        raise Conflict(f"group {name!r} is kept by {source}: change it there, "
+                       "not through the API")
 
 
 @router.get("", response_model=list[GroupRow], summary="Replica groups and their availability")
@@ -32,7 +42,7 @@ def get_group(name: GroupName, view: View, _: Viewer) -> GroupRow:
     raise not_found(f"group {name!r}")
 
 
-@router.put("/{name}", response_model=Group, dependencies=[Connected],
+@router.put("/{name}", response_model=Group, dependencies=[Connected], responses=MANAGED,
             summary="Create or replace a replica group")
 def put_group(name: GroupName, body: GroupIn, node: NodeDep, writes: Writes,
               caller: Operator) -> Group:
@@ -40,18 +50,24 @@ def put_group(name: GroupName, body: GroupIn, node: NodeDep, writes: Writes,
                   health_gate=body.health_gate, source="api")
     detail = (f"members={','.join(group.members)} min_available={group.min_available}"
               + (f" health_gate={group.health_gate}" if group.health_gate else ""))
-    writes.apply(caller.name, "group:put", node.layout.group(name), Group,
-                 lambda _: group, detail=detail)
+
+    def update(current: Current[Group]) -> Group:
+        _not_managed(current, name)
+        return group
+
+    writes.apply(caller.name, "group:put", node.layout.group(name), Group, update,
+                 detail=detail)
     return group
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Connected],
                summary="Delete a replica group",
-               responses={404: {"description": "no such group"}})
+               responses={404: {"description": "no such group"}, **MANAGED})
 def delete_group(name: GroupName, node: NodeDep, writes: Writes, caller: Operator) -> Response:
     def gone(current: Current[Group]) -> None:
         if not current.exists:
             raise not_found(f"group {name!r}")
+        _not_managed(current, name)
         return None
 
     writes.apply(caller.name, "group:delete", node.layout.group(name), Group, gone,
