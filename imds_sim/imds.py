@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imds_sim import documents
 from imds_sim.faults import Fault
-from imds_sim.model import SimulationError
+from imds_sim.model import SimulationError, UnknownVM
 from imds_sim.schemas import FaultKind
 from imds_sim.state import EmulatorState
 from imds_sim.versions import Category, all_versions, is_supported, newest
@@ -105,6 +105,8 @@ class ImdsHandler:
         request = Request(scope, receive)
         try:
             response = await self.handle(request)
+        except UnknownVM:  # the cluster was replaced while this request was under way
+            response = error(404, NOT_FOUND)
         except Drop:
             await drop_connection(scope, send)
             return
@@ -167,7 +169,10 @@ class ImdsHandler:
             return error(400, BAD_FORMAT)
         extended = params.get("extended", "").lower() == "true"
         cluster = sim.cluster
-        doc = documents.instance_document(cluster, cluster.by_name[vm], version, extended)
+        config = cluster.by_name.get(vm)
+        if config is None:
+            raise UnknownVM(vm)
+        doc = documents.instance_document(cluster, config, version, extended)
         try:
             node = documents.walk(doc, route)
         except documents.NotFound:

@@ -192,7 +192,8 @@ class Simulation:
         self._vms: dict[str, VMState] = {
             vm.name: VMState(config=vm, history=[Transition("up", now)]) for vm in cluster.vms
         }
-        self._events: dict[str, Event] = {}
+        self._events: dict[str, Event] = {}  # every event ever, for the control API
+        self._active: dict[str, Event] = {}  # Scheduled or Started, in creation order
 
     def configure(self, spec: ClusterSpec, now: float) -> None:
         """Replace the cluster: all events and history go, incarnations restart at 1."""
@@ -239,10 +240,8 @@ class Simulation:
             while True:
                 due = [
                     (when, order, event)
-                    for order, event in enumerate(self._events.values())
-                    if event.active
-                    and (when := event.next_transition()) is not None
-                    and when <= now
+                    for order, event in enumerate(self._active.values())
+                    if (when := event.next_transition()) is not None and when <= now
                 ]
                 if not due:
                     return
@@ -263,6 +262,7 @@ class Simulation:
         else:
             event.status = Status.COMPLETED
             event.ended_at = at
+            del self._active[event.event_id]
             for name in event.resources:
                 vm = self._vms[name]
                 vm.down_by.discard(event.event_id)
@@ -279,11 +279,10 @@ class Simulation:
 
     def _refresh(self, event: Event) -> None:
         """Bump the incarnation of every VM whose document this event's change altered."""
+        shown = [(e.audience, e.signature()) for e in self._active.values()]
         for name in event.audience:
             vm = self._vms[name]
-            signature = tuple(
-                e.signature() for e in self._events.values() if e.active and name in e.audience
-            )
+            signature = tuple(sig for audience, sig in shown if name in audience)
             if signature != vm.signature:
                 vm.signature = signature
                 vm.incarnation += 1
@@ -294,7 +293,7 @@ class Simulation:
         """The VM's DocumentIncarnation and the active events it sees, in creation order."""
         with self.lock:
             vm = self.vm(name, now)
-            events = [e for e in self._events.values() if e.active and name in e.audience]
+            events = [e for e in self._active.values() if name in e.audience]
             return vm.incarnation, events
 
     # ------------------------------------------------------------ control
@@ -362,6 +361,7 @@ class Simulation:
                 not_before=not_before,
             )
             self._events[event_id] = event
+            self._active[event_id] = event
             if request.started:
                 self._start(event, now, "immediate")
             else:
@@ -396,6 +396,7 @@ class Simulation:
                 raise Conflict(f"event {event.event_id} is {event.status}, only Scheduled cancels")
             event.status = Status.CANCELLED
             event.ended_at = now
+            del self._active[event.event_id]
             self._refresh(event)
             return event
 
@@ -426,8 +427,8 @@ class Simulation:
                 )
             targets = []
             for event_id in event_ids:
-                event = self._events.get(event_id.upper())
-                if event is None or not event.active or vm_name not in event.audience:
+                event = self._active.get(event_id.upper())
+                if event is None or vm_name not in event.audience:
                     raise UnknownEvent(f"EventId {event_id} is not a scheduled event of this VM")
                 targets.append(event)
             for event in targets:

@@ -7,6 +7,7 @@ control API, which is much cheaper than starting uvicorn per test.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import httpx
@@ -19,6 +20,8 @@ H = {"Metadata": "true"}
 SE = "/metadata/scheduledevents"
 INSTANCE = "/metadata/instance"
 UNTHROTTLED = {"rate_limit_per_s": 0}
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 
 @pytest.fixture

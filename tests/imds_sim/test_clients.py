@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from imds_sim.testing import Emulator
-from tests.imds_sim.conftest import SE, H
+from tests.imds_sim.conftest import SE, H, needs_curl
 
 SAMPLE = Path(__file__).with_name("ms_sample.py")
 DOC_EVENT_ID = "f020ba2e-3bc0-4c40-a10b-86575a9eabd5"  # the id the 2017 docs POST
@@ -48,6 +48,7 @@ CURL_APPROVE_ESCAPED = 'curl -s -o /dev/null -w "%{http_code}" -H Metadata:true 
 CURL_APPROVE_2020 = """curl -H Metadata:true -X POST -d '{"StartRequests": [{"EventId": "f020ba2e-3bc0-4c40-a10b-86575a9eabd5"}]}' http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"""  # noqa: E501
 
 
+@needs_curl
 def test_instance_curl_examples_2017(emu: Emulator) -> None:
     full = shell(emu, CURL_INSTANCE)
     assert full.returncode == 0, full.stderr
@@ -60,6 +61,7 @@ def test_instance_curl_examples_2017(emu: Emulator) -> None:
     assert private_ip.stdout == "10.0.0.4"
 
 
+@needs_curl
 def test_scheduled_events_curl_examples_2017(emu: Emulator) -> None:
     assert json.loads(shell(emu, CURL_EVENTS).stdout) == {"DocumentIncarnation": 1, "Events": []}
 
@@ -78,6 +80,7 @@ def test_scheduled_events_curl_examples_2017(emu: Emulator) -> None:
     assert again.stdout == "200"  # already started by another approval: still 200
 
 
+@needs_curl
 def test_curl_post_from_2020_docs(emu: Emulator) -> None:
     emu.schedule(ud=0, event_id=DOC_EVENT_ID, impact_delay_s=3600)
     assert shell(emu, CURL_APPROVE_2020).returncode == 0
