@@ -114,7 +114,7 @@ class ImdsHandler:
 
     async def handle(self, request: Request) -> Response:
         state, sim = self.state, self.state.sim
-        vm, path = split_vm(request.url.path, sim.default_vm)
+        vm, path = split_vm(request.scope["path"], sim.default_vm)
         if vm is None:
             return error(404, NOT_FOUND)
         if not sim.has_vm(vm):
