@@ -4,7 +4,8 @@ An acknowledgement starts the event for *every* VM in its Resources, so sending 
 coordinator did not approve, or sending it twice, is the one thing the agent must never
 do. The claim in `acks/<id>` is written (compare-and-set) *before* the POST; a record
 for the same approval means someone — maybe this VM before a restart — already sent or
-is sending it, and nothing is sent again.
+is sending it, and nothing is sent again. The claim also rewrites the decision at the
+version read, so it and a leader's revocation of the approval cannot both succeed.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError, RolledBackError
 from pydantic import TypeAdapter, ValidationError
 
 from agent import zkstore
 from agent.imds import ImdsClient, ImdsError
 from agent.imds_models import ScheduledEventsDocument
 from registry.clock import Clock
+from registry.codec import decode, encode
 from registry.layout import Layout
 from registry.records import AckRecord, AckState, Decision, DecisionState, Name
 
@@ -59,20 +62,33 @@ class Acknowledger:
         for ev in doc.events:
             if ev.event_status != SCHEDULED or not _valid_name(ev.event_id):
                 continue
-            decision, _ = zkstore.read(self.zk, self.layout.decision(ev.event_id), Decision)
+            path = self.layout.decision(ev.event_id)
+            try:
+                data, stat = self.zk.get(path)
+            except NoNodeError:
+                continue
+            decision = decode(Decision, data, path)
             if (decision is None or decision.state != DecisionState.APPROVED
                     or decision.acker != self.vm or decision.approval < 1):
                 continue
             if self._handled.get(ev.event_id) == decision.approval:
                 continue
-            self.acknowledge(ev.event_id, decision.approval, doc.incarnation)
+            self.acknowledge(ev.event_id, decision.approval, doc.incarnation,
+                             decision_read=(data, stat.version))
 
-    def acknowledge(self, event_id: str, approval: int, incarnation: int) -> AckRecord | None:
-        """Claim, send, record. Returns the final record, or None if not ours to send."""
-        if not self._claim(event_id, approval, incarnation):
-            self._handled[event_id] = approval
-            return None
+    def acknowledge(self, event_id: str, approval: int, incarnation: int, *,
+                    decision_read: tuple[bytes, int] | None = None) -> AckRecord | None:
+        """Claim, send, record. Returns the final record, or None if nothing was sent.
+
+        `decision_read` (the decision's bytes and znode version as read) fences the claim
+        against a leader revoking the approval meanwhile; see `_claim`.
+        """
+        claimed = self._claim(event_id, approval, incarnation, decision_read)
+        if claimed is None:
+            return None  # the decision moved on: look again on the next check
         self._handled[event_id] = approval
+        if not claimed:
+            return None
         state, detail, incarnation = self._send(event_id, incarnation)
         self._on_ack(state.value)
         log.info("%s: acknowledgement of %s (approval %d): %s %s", self.vm, event_id,
@@ -95,20 +111,54 @@ class Acknowledger:
         self._unrecorded.pop(event_id, None)
         return stored
 
-    def _claim(self, event_id: str, approval: int, incarnation: int) -> bool:
-        claim = AckRecord(event_id=event_id, approval=approval, vm=self.vm,
-                          state=AckState.SENDING, incarnation=incarnation, at=self.clock.now())
+    def _claim(self, event_id: str, approval: int, incarnation: int,
+               decision_read: tuple[bytes, int] | None) -> bool | None:
+        """Write `acks/<id>` = sending for this approval, before any POST.
 
-        def take(current: AckRecord | None) -> AckRecord | None:
-            if current is not None and current.approval >= approval:
-                return None  # this approval was claimed already: never send twice
-            return claim
+        True: ours to send. False: this approval was claimed before (by us in an earlier
+        life, maybe mid-POST) or the record is unreadable — never send. None: the
+        decision changed since we read it (e.g. the leader revoked the approval).
 
-        stored = zkstore.update(self.zk, self.layout.ack(event_id), AckRecord, take)
-        if stored is None:
-            log.warning("acks/%s is malformed; not acknowledging (would risk a second send)",
-                        event_id)
-        return stored is claim
+        The claim is one transaction with a rewrite of the decision as read, at the
+        version read: it fails if the leader changed the decision, and it bumps that
+        version, so a leader revoking on a view without our claim fails in turn. Either
+        the revocation or the claim lands, never both.
+        """
+        path = self.layout.ack(event_id)
+        claim = encode(AckRecord(event_id=event_id, approval=approval, vm=self.vm,
+                                 state=AckState.SENDING, incarnation=incarnation,
+                                 at=self.clock.now()))
+        for _ in range(zkstore.DEFAULT_ATTEMPTS):
+            try:
+                data, stat = self.zk.get(path)
+            except NoNodeError:
+                data, stat = None, None
+            if stat is not None:
+                current = decode(AckRecord, data, path)
+                if current is None:
+                    log.warning("%s is malformed; not acknowledging (would risk a second "
+                                "send)", path)
+                    return False
+                if current.approval >= approval:
+                    return False
+            txn = self.zk.transaction()
+            if decision_read is not None:
+                txn.set_data(self.layout.decision(event_id), decision_read[0],
+                             version=decision_read[1])
+            if stat is None:
+                self.zk.ensure_path(self.layout.acks)
+                txn.create(path, claim)
+            else:
+                txn.set_data(path, claim, version=stat.version)
+            results = txn.commit()
+            if not any(isinstance(r, Exception) for r in results):
+                return True
+            if decision_read is not None and isinstance(results[0], Exception) \
+                    and not isinstance(results[0], RolledBackError):
+                log.info("decision for %s changed while claiming; re-reading", event_id)
+                return None
+            # the ack record changed under us: re-read it
+        raise zkstore.CasConflict(f"gave up claiming {path}")
 
     def _send(self, event_id: str, incarnation: int) -> tuple[AckState, str, int]:
         """POST StartRequests; on a 4xx refetch (stale incarnation?) and retry, bounded."""

@@ -7,20 +7,18 @@ message naming the field instead of surfacing later as a confusing runtime error
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from registry import settings
 from registry.clock import parse_clock
 from registry.records import MinAvailable, Name
+from registry.settings import ConfigError
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the offending field."""
+__all__ = ["AgentConfig", "ConfigError", "HookConfig", "build", "load"]
 
 
 class HookConfig(BaseModel):
@@ -140,48 +138,25 @@ class AgentConfig(BaseModel):
 
 # ---------------------------------------------------------------- sources
 
-_ENV_PREFIX = "QG_"
 _HOOK_KEYS = ("command", "url", "timeout_s")
-_LIST_FIELDS = {"groups"}
+_HOOKS = ("drain_hook", "restore_hook")
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
     """A TOML or YAML file as a dict; an `[agent]` section is used when present."""
-    file = Path(path)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"config file {str(file)!r}: {exc.strerror or exc}") from exc
-    try:
-        if file.suffix.lower() == ".toml":
-            data: Any = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {str(file)!r} is not valid: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(file)!r} must hold a mapping of settings")
-    section = data.get("agent")
-    return dict(section) if isinstance(section, dict) else data
+    return settings.read_file(path, "agent")
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """`QG_<FIELD>` for plain fields, `QG_DRAIN_HOOK_COMMAND` etc. for hooks, QG_GROUPS=a,b."""
-    out: dict[str, Any] = {}
-    for name in AgentConfig.model_fields:
-        if name in ("drain_hook", "restore_hook"):
-            hook = {key: environ[f"{_ENV_PREFIX}{name.upper()}_{key.upper()}"]
-                    for key in _HOOK_KEYS
-                    if f"{_ENV_PREFIX}{name.upper()}_{key.upper()}" in environ}
-            if hook:
-                out[name] = hook
-            continue
-        key = f"{_ENV_PREFIX}{name.upper()}"
-        if key in environ:
-            value: Any = environ[key]
-            if name in _LIST_FIELDS:
-                value = [part.strip() for part in value.split(",") if part.strip()]
-            out[name] = value
+    plain = [name for name in AgentConfig.model_fields if name not in _HOOKS]
+    out = settings.env_layer(plain, environ, lists=("groups",))
+    for name in _HOOKS:
+        prefix = f"{settings.ENV_PREFIX}{name.upper()}_"
+        hook = {key: environ[prefix + key.upper()] for key in _HOOK_KEYS
+                if prefix + key.upper() in environ}
+        if hook:
+            out[name] = hook
     return out
 
 
@@ -206,20 +181,13 @@ def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 def build(data: Mapping[str, Any]) -> AgentConfig:
     """Validate merged settings; ConfigError names every bad field."""
-    try:
-        return AgentConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False):
-            where = ".".join(str(part) for part in error["loc"]) or "config"
-            problems.append(f"{where}: {error['msg']}")
-        raise ConfigError("bad agent config: " + "; ".join(problems)) from None
+    return settings.validate(AgentConfig, data, "agent")
 
 
 def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
          overrides: Mapping[str, Any] | None = None) -> AgentConfig:
     """The effective configuration: file, then environment, then flag overrides."""
     env = os.environ if environ is None else environ
-    path = path or env.get(f"{_ENV_PREFIX}CONFIG")
+    path = path or env.get(f"{settings.ENV_PREFIX}CONFIG")
     file_layer = read_file(path) if path else {}
     return build(merge(file_layer, from_env(env), overrides or {}))

@@ -26,6 +26,7 @@ from agent.relay import EventRelay
 from registry.clock import Clock, parse_clock
 from registry.layout import Layout
 from registry.records import VMRegistration
+from registry.zk import make_client
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,8 @@ class Agent:
             stop=self._stop,
             on_error=lambda code: self.metrics.imds_errors.labels(code=code).inc(),
         )
-        auth = [("digest", config.zk_auth)] if config.zk_auth else None
-        self.zk = KazooClient(
-            hosts=config.zk_hosts, timeout=config.zk_session_timeout_s, auth_data=auth,
-            connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 2.0},
-            command_retry={"max_tries": 2, "delay": 0.1, "max_delay": 1.0})
+        self.zk: KazooClient = make_client(config.zk_hosts, config.zk_session_timeout_s,
+                                           config.zk_auth)
         self.zk.add_listener(self._on_zk_state)
         self.registration: VMRegistration | None = None
         self.vm_name: str | None = config.vm_name

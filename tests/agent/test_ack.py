@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError
 
 from agent.ack import Acknowledger
 from agent.imds import ImdsClient
@@ -127,3 +129,29 @@ def test_rejection_is_recorded_with_reason(zk: KazooClient, zk_layout: Layout,
     assert ack is not None and ack.state == AckState.REJECTED and "HTTP 400" in ack.detail
     assert emulator.event(eid)["status"] == "Scheduled"
     assert acker.acknowledge(eid, 1, 0) is None  # never twice for one approval
+
+
+def test_claim_and_revocation_cannot_both_land(zk: KazooClient, zk_layout: Layout,
+                                               emulator: Emulator) -> None:
+    eid = emulator.schedule(ud=0, type="Reboot")["event_id"]
+    imds = ImdsClient(emulator.vm_url("vm-0"))
+    incarnation = imds.scheduled_events().incarnation
+    acker = Acknowledger(zk, zk_layout, "vm-0", imds, emulator.clock)
+    path = zk_layout.decision(eid)
+    revoked = encode(Decision(event_id=eid, state=DecisionState.READY, approval=1))
+
+    # the leader revokes after the agent read the approval: the claim fails, nothing sent
+    _approve(zk, zk_layout, eid, "vm-0", 1)
+    data, stat = zk.get(path)
+    zk.set(path, revoked, version=stat.version)
+    assert acker.acknowledge(eid, 1, incarnation, decision_read=(data, stat.version)) is None
+    assert zk.exists(zk_layout.ack(eid)) is None and emulator.event(eid)["acks"] == []
+
+    # the agent claims first: the leader's revocation from its older view fails
+    _approve(zk, zk_layout, eid, "vm-0", 2)
+    data, stat = zk.get(path)
+    ack = acker.acknowledge(eid, 2, incarnation, decision_read=(data, stat.version))
+    assert ack is not None and ack.state == AckState.ACCEPTED
+    with pytest.raises(BadVersionError):
+        zk.set(path, revoked, version=stat.version)
+    assert zk.get(path)[0] == data  # the claim rewrote the decision unchanged

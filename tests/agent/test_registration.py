@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
 
 from registry.layout import Layout
 from registry.records import Group, VMRegistration, VMState
@@ -118,3 +120,14 @@ def test_survives_a_zookeeper_restart(zk_server, zk_layout: Layout, emulator,
     finally:
         observer.stop()
         observer.close()
+
+
+def test_digest_auth_protects_the_agents_nodes(zk: KazooClient, zk_layout: Layout,
+                                               make_agent: AgentFactory) -> None:
+    make_agent("vm-0", zk_auth="agent:s3cret")
+    acls, _ = zk.get_acls(zk_layout.vm_state("vm-0"))
+    assert {acl.id.scheme for acl in acls} == {"digest", "world"}
+    with pytest.raises(NoAuthError):  # readable by all, writable with the credentials only
+        zk.set(zk_layout.vm_state("vm-0"), b"{}")
+    assert record(zk, zk_layout.vm_state("vm-0"), VMState) is not None
+    zk.add_auth("digest", "agent:s3cret")  # so the fixture can clean up
