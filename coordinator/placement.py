@@ -53,8 +53,9 @@ def _domains(vms: Iterable[VMView]) -> tuple[set[int | None], set[int | None]]:
 
 def place(request: PlacementRequest, vms: Mapping[str, VMView],
           groups: Sequence[Group]) -> Placement:
-    """Deterministic greedy spread: each pick maximises the smaller of the distinct FD and
-    UD counts, then their sum, then prefers the least-loaded VM, then the name."""
+    """Deterministic multi-start greedy: each pick maximises the smaller of the distinct FD
+    and UD counts, then their sum, then prefers the least-loaded VM, then the name; the
+    best of several starts wins (widest spread, then least total load)."""
     unknown = [name for name in request.holding if name not in vms]
     if unknown:
         raise PlacementError(f"holding lists unknown VMs: {', '.join(sorted(unknown))}")
@@ -73,19 +74,9 @@ def place(request: PlacementRequest, vms: Mapping[str, VMView],
             f"asked for {needed} more replicas but only {len(candidates)} live VMs are "
             f"eligible ({len(vms)} known, {dead} not live, {len(excluded & set(vms))} "
             f"excluded or already holding)")
-    chosen: list[VMView] = []
-    fds, uds = _domains(kept)
-    for _ in range(needed):
-        def score(v: VMView, fds: set[int | None] = fds,
-                  uds: set[int | None] = uds) -> tuple[int, int, int, str]:
-            nf, nu = len(fds | {v.fd}), len(uds | {v.ud})
-            return (-min(nf, nu), -(nf + nu), load[v.name], v.name)
-
-        best = min(candidates, key=score)
-        candidates.remove(best)
-        chosen.append(best)
-        fds.add(best.fd)
-        uds.add(best.ud)
+    starts = [None, *sorted(candidates, key=lambda v: (load[v.name], v.name))[:MULTI_START]]
+    runs = [_greedy(kept, candidates, needed, load, first) for first in starts]
+    chosen = min(runs, key=lambda run: _quality(kept + run, load))
     everyone = kept + chosen
     fds, uds = _domains(everyone)
     notes = []
@@ -97,6 +88,39 @@ def place(request: PlacementRequest, vms: Mapping[str, VMView],
                      fault_domains=len(fds), update_domains=len(uds),
                      spread=min(len(fds), len(uds)),
                      load={v.name: load[v.name] for v in chosen}, notes=notes)
+
+
+MULTI_START = 24
+"""Greedy runs from this many different first picks: one greedy pass can paint itself
+into a corner (spread reached only through loaded VMs) that another start avoids."""
+
+
+def _greedy(kept: list[VMView], candidates: list[VMView], needed: int, load: Counter[str],
+            first: VMView | None) -> list[VMView]:
+    pool = list(candidates)
+    chosen: list[VMView] = []
+    fds, uds = _domains(kept)
+    for _ in range(needed):
+        if first is not None and not chosen:
+            best = first
+        else:
+            def score(v: VMView) -> tuple[int, int, int, str]:
+                nf, nu = len(fds | {v.fd}), len(uds | {v.ud})
+                return (-min(nf, nu), -(nf + nu), load[v.name], v.name)
+
+            best = min(pool, key=score)
+        pool.remove(best)
+        chosen.append(best)
+        fds.add(best.fd)
+        uds.add(best.ud)
+    return chosen
+
+
+def _quality(vms: list[VMView], load: Counter[str]) -> tuple[int, int, int, list[str]]:
+    """Smaller is better: widest spread, then least load, then names (determinism)."""
+    fds, uds = _domains(vms)
+    return (-min(len(fds), len(uds)), -(len(fds) + len(uds)),
+            sum(load[v.name] for v in vms), sorted(v.name for v in vms))
 
 
 # ---------------------------------------------------------------- audit

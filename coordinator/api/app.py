@@ -20,7 +20,7 @@ from kazoo.exceptions import KazooException
 from prometheus_client import CollectorRegistry, Counter
 
 from coordinator.api.deps import Unavailable
-from coordinator.api.routes import admin, events, groups, health, vms
+from coordinator.api.routes import admin, events, groups, health, placement, vms
 from coordinator.api.writes import Conflict, OperatorWrites
 from coordinator.node import CoordinatorNode
 
@@ -35,6 +35,8 @@ TAGS = [
     {"name": "events", "description": "Scheduled events and our decisions; hold, release, "
                                       "force need the operator role"},
     {"name": "policy and status", "description": "Policy, pause/resume, status, audit log"},
+    {"name": "placement", "description": "Where replicas should go; which groups block a "
+                                         "rollout (viewer)"},
     {"name": "health", "description": "Probes and metrics, no token"},
 ]
 
@@ -121,7 +123,7 @@ def create_app(node: CoordinatorNode) -> FastAPI:
                   response.status_code, (time.perf_counter() - started) * 1000)
         return response
 
-    for module in (health, vms, groups, events, admin):
+    for module in (health, vms, groups, events, placement, admin):
         app.include_router(module.router)
     dashboard = _optional_module(DASHBOARD_MODULE)
     if dashboard is not None:
