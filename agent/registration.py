@@ -65,16 +65,6 @@ class Registrar:
                  self.layout.cluster)
         return reg
 
-    def unregister(self, name: str) -> None:
-        """Remove our ephemeral node now (closing the session would too, a bit later)."""
-        path = self.layout.vm(name)
-        try:
-            _, stat = self.zk.get(path)
-            if stat.ephemeralOwner == self.zk.client_id[0]:
-                self.zk.delete(path, version=stat.version)
-        except (NoNodeError, BadVersionError):
-            pass
-
     def _put_ephemeral(self, path: str, data: bytes) -> None:
         session = self.zk.client_id[0] if self.zk.client_id else None
         for _ in range(3):
