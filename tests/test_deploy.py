@@ -1,13 +1,26 @@
 """The deployment files in `deploy/` and `docker-compose.yml`, checked without Docker.
 
-The hooks: executable, `bash -n`, shellcheck when installed, and run for real against
-a fake Patroni REST API and a fake `hdfs` command.
+No Docker engine here, so the compose stack cannot run. Instead:
+- docker-compose.yml: parses, every service runs the image built from deploy/Dockerfile
+  or the official ZooKeeper image, every `quorumgate ...` command it runs is validated by
+  the command itself (`--check` with the service's environment, or the argument parser
+  and cluster spec of the emulator), health checks and depends_on conditions are sound;
+- the Dockerfile copies every package pyproject.toml installs, and .dockerignore keeps them;
+- the sample configs load with the project's own loaders, and the defaults they quote
+  are the models' defaults;
+- the systemd units have the hardening asked for, `systemd-analyze verify` accepts them
+  (when present) and their ExecStart commands validate the sample configs;
+- deploy/zookeeper/zoo.cfg starts a real 3-node ensemble (Debian's ZooKeeper, loopback);
+- the hooks: executable, `bash -n`, shellcheck when installed, and run for real against
+  a fake Patroni REST API and a fake `hdfs` command.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import stat
@@ -15,11 +28,13 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -504,3 +519,450 @@ def test_hdfs_dispatcher_runs_the_hook_of_the_action(hdfs: dict[str, Any]) -> No
     assert run_hook("hdfs-datanode.sh", {**hdfs["env"], "QG_ACTION": "restore"}).returncode == 0
     assert json.loads(hdfs["hosts"].read_text())[1]["adminState"] == "NORMAL"
     assert run_hook("hdfs-datanode.sh", {**hdfs["env"], "QG_ACTION": ""}).returncode == 2
+
+
+# ------------------------------------------------------------------ docker-compose.yml
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_]\w*)")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's variable interpolation, on every string of a parsed document."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1) or m.group(4)
+        op, arg = m.group(2), m.group(3) or ""
+        current = env.get(name)
+        if op in (":-", "-"):
+            return current if current or (op == "-" and current is not None) else arg
+        if op in (":?", "?") and not current:
+            raise AssertionError(f"compose requires ${name}: {arg}")
+        return current or ""
+
+    return _VAR.sub(replace, value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as compose sees it with an empty host environment."""
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(doc, dict) and isinstance(doc.get("services"), dict)
+    return interpolate(doc, {})
+
+
+def services(compose: dict[str, Any], command: str | None = None) -> dict[str, dict]:
+    """Services running the quorumgate image (optionally: this quorumgate command)."""
+    return {name: svc for name, svc in compose["services"].items()
+            if "build" in svc and (command is None or svc["command"][0] == command)}
+
+
+def service_env(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def test_compose_services_use_the_project_image_or_zookeeper(compose: dict[str, Any]) -> None:
+    names = set(compose["services"])
+    assert {"zk1", "zk2", "zk3", "coordinator-1", "coordinator-2", "imds-sim",
+            "agent-vm-0", "agent-vm-1", "agent-vm-2"} <= names
+    ours = services(compose)
+    for name, svc in compose["services"].items():
+        if name in ours:
+            build = svc["build"]
+            assert build["context"] == "." and build["dockerfile"] == "deploy/Dockerfile"
+            assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+            assert svc["image"] == "quorumgate:local", name   # one image, built once
+            assert isinstance(svc["command"], list) and svc["command"], name
+            assert svc["command"][0] in {"agent", "coordinator", "imds-sim"}, name
+        else:
+            assert svc["image"].startswith("zookeeper:3.8"), name
+    assert {svc["command"][0] for svc in ours.values()} == {"agent", "coordinator", "imds-sim"}
+
+
+def test_compose_health_checks_and_dependencies(compose: dict[str, Any]) -> None:
+    svcs = compose["services"]
+    published = []
+    for name, svc in svcs.items():
+        test = svc.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
+        if test[0] == "CMD" and test[1] == "python":     # the image's own python
+            compile(test[3], f"<{name} healthcheck>", "exec")
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            assert dep in svcs, f"{name} depends on unknown service {dep}"
+            assert spec["condition"] in ("service_healthy", "service_started")
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in svcs[dep]
+        published += [p.split(":")[0] for p in svc.get("ports", [])]
+    assert len(published) == len(set(published)), "a host port is published twice"
+    for name in ("zk1", "zk2", "zk3"):
+        assert not svcs[name].get("depends_on"), "ZooKeeper nodes must start together"
+    for name, svc in services(compose).items():
+        wanted = {"zk1", "zk2", "zk3"} | ({"imds-sim"} if name.startswith("agent") else set())
+        if name != "imds-sim":
+            assert wanted <= set(svc["depends_on"]), name
+
+
+def test_compose_zookeeper_ensemble(compose: dict[str, Any]) -> None:
+    zks = {n: s for n, s in compose["services"].items() if n.startswith("zk")}
+    assert len(zks) == 3
+    ids = set()
+    for svc in zks.values():
+        env = service_env(svc)
+        servers = dict(entry.split("=", 1) for entry in env["ZOO_SERVERS"].split())
+        assert servers == {f"server.{i}": f"zk{i}:2888:3888;2181" for i in (1, 2, 3)}
+        assert servers[f"server.{env['ZOO_MY_ID']}"].startswith(svc["hostname"] + ":")
+        ids.add(env["ZOO_MY_ID"])
+        assert env["ZOO_ADMINSERVER_ENABLED"] == "false"
+        assert env["ZOO_STANDALONE_ENABLED"] == "false"
+        assert "srvr" in env["ZOO_4LW_COMMANDS_WHITELIST"].split(",")
+        assert env["ZK_SERVER_HEAP"].isdigit()
+        check = " ".join(svc["healthcheck"]["test"][1:])
+        # `ruok` answers without a quorum: readiness must look at srvr's Mode
+        assert "srvr" in check and "Mode" in check and "leader|follower" in check
+        assert any(v.endswith(":/data") for v in svc["volumes"])
+    assert ids == {"1", "2", "3"}
+
+
+def test_compose_coordinators_validate_their_config(compose: dict[str, Any]) -> None:
+    coordinators = services(compose, "coordinator")
+    assert len(coordinators) == 2
+    seen = []
+    for name, svc in coordinators.items():
+        env = service_env(svc)
+        result = quorumgate(*svc["command"], "--check", env=clean_env(env))
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        config = json.loads(result.stdout)
+        assert config["host"] == "0.0.0.0" and config["clock"] == "real"
+        assert sorted(config["tokens"].values()) == ["operator", "viewer"]
+        assert config["zk_hosts"] == "zk1:2181,zk2:2181,zk3:2181"
+        port = config["port"]
+        assert f"http://127.0.0.1:{port}/readyz" in svc["healthcheck"]["test"][3]
+        assert any(p.endswith(f":{port}") for p in svc["ports"])
+        seen.append((config["cluster"], config["identity"]))
+    assert len({c for c, _ in seen}) == 1 and len({i for _, i in seen}) == 2
+
+
+def test_compose_imds_sim_serves_the_agents_vms(compose: dict[str, Any]) -> None:
+    from imds_sim.cli import make_clock, make_spec, parser
+    from imds_sim.model import Simulation
+
+    (name, svc), = services(compose, "imds-sim").items()
+    args = parser().parse_args(svc["command"][1:])
+    clock = make_clock(args)
+    assert clock.spec == "real"
+    sim = Simulation.from_spec(make_spec(args), clock.now())
+    assert args.host == "0.0.0.0"
+    assert f"http://127.0.0.1:{args.port}/" in svc["healthcheck"]["test"][3]
+    assert any(p.endswith(f":{args.port}") for p in svc["ports"])
+    agents = services(compose, "agent")
+    urls = [svc["command"][svc["command"].index("--imds-url") + 1] for svc in agents.values()]
+    vms = []
+    for url in urls:
+        match = re.fullmatch(rf"http://{name}:{args.port}/vms/([\w.-]+)", url)
+        assert match, url
+        vms.append(match.group(1))
+    assert sorted(vms) == sorted(sim.vm_names())   # one agent per emulated VM
+    now = clock.now()
+    assert len({sim.vm(vm, now).config.ud for vm in vms}) == 3   # one per update domain
+
+
+def test_compose_agents_validate_their_config(compose: dict[str, Any]) -> None:
+    agents = services(compose, "agent")
+    assert len(agents) == 3
+    coordinator_env = service_env(next(iter(services(compose, "coordinator").values())))
+    for name, svc in agents.items():
+        env = service_env(svc)
+        result = quorumgate(*svc["command"], "--check", env=clean_env(env))
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        config = json.loads(result.stdout)
+        assert config["cluster"] == coordinator_env["QG_CLUSTER"]
+        assert config["zk_hosts"] == coordinator_env["QG_ZK_HOSTS"]
+        assert config["clock"] == "real"
+        assert config["health_host"] == "0.0.0.0"
+        assert f"http://127.0.0.1:{config['health_port']}/healthz" in svc["healthcheck"]["test"][3]
+        for action in ("drain", "restore"):
+            hook = config[f"{action}_hook"]
+            assert hook["command"] and "$QG_VM" in hook["command"], "compose's $$ escaping"
+            done = subprocess.run(["sh", "-c", hook["command"]], capture_output=True, text=True,
+                                  env={"QG_VM": "vm-0", "QG_EVENT_ID": "E1", "QG_EVENT_TYPE":
+                                       "Reboot", "QG_RESOURCES": "vm-0"})
+            assert done.returncode == 0 and "vm-0" in done.stdout
+
+
+# ------------------------------------------------------------------ Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_installs_every_package_as_non_root() -> None:
+    steps = dockerfile_instructions()
+    froms = [rest for word, rest in steps if word == "FROM"]
+    args = dict(rest.split("=", 1) for word, rest in steps if word == "ARG" and "=" in rest)
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert all(f.split()[0] == "${PYTHON_IMAGE}" for f in froms) and len(froms) == 2
+    last_stage = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM"):]
+    user = [rest for word, rest in last_stage if word == "USER"]
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    assert json.loads(next(r for w, r in last_stage if w == "ENTRYPOINT")) == ["quorumgate"]
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"][
+        "include"]}
+    copied = [rest.split()[0] for word, rest in steps if word == "COPY" and "--from" not in rest]
+    assert packages <= set(copied), f"the image misses {packages - set(copied)}"
+    assert "pyproject.toml" in copied and pyproject["project"]["readme"] in copied
+    # cache: dependencies are installed before any source is copied
+    first_source = min(i for i, (w, r) in enumerate(steps) if w == "COPY" and
+                       r.split()[0] in packages)
+    pip = [i for i, (w, r) in enumerate(steps) if w == "RUN" and "pip install -r" in r]
+    assert pip and pip[0] < first_source
+    for src in copied:
+        assert (ROOT / src).exists(), src
+
+    # .dockerignore is an allow-list: everything copied must be allowed back in
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert set(copied) <= allowed
+
+
+# ------------------------------------------------------------------ sample configs
+
+_COMMENTED = re.compile(r"^#\s*([a-z_]+)\s*=\s*(.+)$")
+
+
+def commented_defaults(path: Path, table: str) -> dict[str, Any]:
+    """`# key = value` lines of the [table] part (before any sub-table) as TOML values."""
+    out: dict[str, Any] = {}
+    in_table = False
+    for line in path.read_text().splitlines():
+        if line.startswith(("[", "# [")):   # a table, or a commented-out example of one
+            in_table = line.strip() == f"[{table}]"
+            continue
+        match = _COMMENTED.match(line) if in_table else None
+        if match:
+            value = match.group(2).split("   #")[0]
+            out[match.group(1)] = tomllib.loads(f"v = {value}")["v"]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["agent", "coordinator"])
+def test_sample_configs_load_and_document_every_field(kind: str) -> None:
+    if kind == "agent":
+        from agent.config import AgentConfig as model
+        from agent.config import load
+    else:
+        from coordinator.config import CoordinatorConfig as model
+        from coordinator.config import load
+    path = DEPLOY / "config" / f"{kind}.toml"
+    config = load(path, environ={})
+    assert isinstance(config, model)
+    data = tomllib.loads(path.read_text())
+    assert set(data) == {kind}, "settings go in one table named after the daemon"
+    active = set(data[kind])
+    commented = commented_defaults(path, kind)
+    text = path.read_text()
+    for name, field in model.model_fields.items():
+        assert name in active or name in commented or f"[[{kind}.{name}]]" in text, \
+            f"{path.name} does not mention {name}: add it, commented, with its default"
+        if name in commented and field.default_factory is None and field.default is not None:
+            assert commented[name] == field.default, f"{name}: the file says {commented[name]!r}"
+    # the commented settings are valid too
+    assert model.model_validate({**data[kind], **commented})
+
+
+def test_sample_coordinator_providers_example_is_valid() -> None:
+    from coordinator.config import CoordinatorConfig
+
+    text = (DEPLOY / "config" / "coordinator.toml").read_text()
+    block = text[text.index("# [[coordinator.providers]]"):]
+    example = tomllib.loads("\n".join(line[2:] for line in block.splitlines()))
+    base = tomllib.loads(text)["coordinator"]
+    config = CoordinatorConfig.model_validate({**base, **example["coordinator"]})
+    assert {p.kind for p in config.providers} == {"zookeeper", "command"}
+
+
+def test_sample_env_files_load() -> None:
+    from agent.config import load as load_agent
+    from coordinator.config import load as load_coordinator
+
+    def read_env(name: str) -> dict[str, str]:
+        env = {}
+        for line in (DEPLOY / "config" / name).read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                key, sep, value = line.partition("=")
+                assert sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", key), line
+                env[key] = value
+        return env
+
+    agent_env = read_env("agent.env")
+    agent = load_agent(DEPLOY / "config" / "agent.toml", environ=agent_env)
+    assert agent.zk_auth == agent_env["QG_ZK_AUTH"]
+    coordinator_env = read_env("coordinator.env")
+    coordinator = load_coordinator(DEPLOY / "config" / "coordinator.toml",
+                                   environ=coordinator_env)
+    assert set(coordinator.tokens.values()) == {"operator", "viewer"}
+    assert coordinator.zk_auth == agent.zk_auth
+
+
+# ------------------------------------------------------------------ systemd units
+
+
+def unit_sections(path: Path) -> dict[str, list[tuple[str, str]]]:
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = []
+        else:
+            assert current, f"{path.name}: {line!r} outside a section"
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: {line!r}"
+            sections[current].append((key.strip(), value.strip()))
+    return sections
+
+
+@pytest.mark.parametrize("kind", ["agent", "coordinator"])
+def test_systemd_units_are_hardened_and_start_the_right_command(kind: str) -> None:
+    path = DEPLOY / "systemd" / f"quorumgate-{kind}.service"
+    sections = unit_sections(path)
+    assert {"Unit", "Service", "Install"} <= set(sections)
+    service: dict[str, list[str]] = {}
+    for key, value in sections["Service"]:
+        service.setdefault(key, []).append(value)
+    one = {k: v[-1] for k, v in service.items()}
+    assert one["NoNewPrivileges"] == "yes"
+    assert one["ProtectSystem"] == "strict"
+    assert one["Restart"] == "on-failure"
+    assert one.get("DynamicUser") == "yes" or one.get("User") not in (None, "root")
+    assert one["CapabilityBoundingSet"] == ""
+    assert f"-/etc/quorumgate/{kind}.env" in service["EnvironmentFile"]
+    assert ("WantedBy", "multi-user.target") in sections["Install"]
+    if kind == "agent":
+        allow = one["IPAddressAllow"].split()
+        assert one["IPAddressDeny"] == "any" and "169.254.169.254/32" in allow
+
+    argv = shlex.split(one["ExecStart"])
+    assert argv[0] == "/opt/quorumgate/bin/quorumgate" and argv[1] == kind
+    assert argv[argv.index("--config") + 1] == f"/etc/quorumgate/{kind}.toml"
+    # the same command line, on the sample config, validates
+    argv[argv.index("--config") + 1] = str(DEPLOY / "config" / f"{kind}.toml")
+    result = quorumgate(*argv[1:], "--check")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
+    units = []
+    for unit in sorted((DEPLOY / "systemd").glob("*.service")):
+        copy = tmp_path / unit.name   # verify wants ExecStart to exist: use this checkout's
+        copy.write_text(unit.read_text().replace("/opt/quorumgate/bin/quorumgate",
+                                                 str(QUORUMGATE)))
+        units.append(str(copy))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *units],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), \
+        result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ ZooKeeper
+
+
+def test_zoo_cfg_runs_a_three_node_ensemble(tmp_path: Path) -> None:
+    from quorumgate.zkserver import (
+        ZooKeeperInstall,
+        ZooKeeperNotFound,
+        four_letter_word,
+        free_ports,
+        server_mode,
+    )
+
+    try:
+        install = ZooKeeperInstall.locate()
+    except ZooKeeperNotFound as exc:
+        pytest.skip(str(exc))
+    lines = (DEPLOY / "zookeeper" / "zoo.cfg").read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert settings["admin.enableServer"] == "false"
+    assert settings["4lw.commands.whitelist"] == "srvr,ruok,mntr"
+    assert settings["standaloneEnabled"] == "false"
+    assert sorted(k for k in settings if k.startswith("server.")) == [
+        "server.1", "server.2", "server.3"]
+
+    ports = free_ports(9)
+    client, peer, election = ports[0:3], ports[3:6], ports[6:9]
+    procs = []
+    try:
+        for i in (1, 2, 3):
+            node = tmp_path / f"zk{i}"
+            (node / "data").mkdir(parents=True)
+            (node / "data" / "myid").write_text(f"{i}\n")
+            cfg = []
+            for line in lines:   # the file as it is, with this machine's paths and ports
+                key = line.split("=", 1)[0]
+                if key == "dataDir":
+                    line = f"dataDir={node / 'data'}"
+                elif key == "dataLogDir":
+                    line = f"dataLogDir={node / 'datalog'}"
+                elif key == "clientPort":
+                    line = f"clientPort={client[i - 1]}\nclientPortAddress=127.0.0.1"
+                elif key.startswith("server."):
+                    n = int(key.split(".")[1]) - 1
+                    line = f"{key}=127.0.0.1:{peer[n]}:{election[n]}"
+                cfg.append(line)
+            (node / "zoo.cfg").write_text("\n".join(cfg) + "\n")
+            with open(node / "zookeeper.log", "wb") as log:
+                procs.append(subprocess.Popen(
+                    [install.java, "-Xmx128m", "-XX:+UseSerialGC",
+                     "-Dzookeeper.root.logger=INFO,CONSOLE", "-cp",
+                     os.pathsep.join(install.classpath),
+                     "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(node / "zoo.cfg")],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        deadline = time.monotonic() + 45
+        modes: list[str | None] = []
+        while time.monotonic() < deadline:
+            modes = [server_mode("127.0.0.1", port) for port in client]
+            if all(m in ("leader", "follower") for m in modes):
+                break
+            assert all(p.poll() is None for p in procs), "a ZooKeeper node exited"
+            time.sleep(0.2)
+        assert sorted(modes) == ["follower", "follower", "leader"], modes
+        assert four_letter_word("127.0.0.1", client[0], "ruok") == "imok"
+        assert "zk_server_state" in four_letter_word("127.0.0.1", client[0], "mntr")
+        assert "not in the whitelist" in four_letter_word("127.0.0.1", client[0], "conf")
+        logs = "".join((tmp_path / f"zk{i}" / "zookeeper.log").read_text(errors="replace")
+                       for i in (1, 2, 3))
+        assert "Started AdminServer" not in logs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
