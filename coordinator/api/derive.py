@@ -106,6 +106,7 @@ class VMRow(BaseModel):
     fd: int | None
     ud: int | None
     zone: str = ""
+    location: str = ""
     address: str = ""
     scale_set: str = ""
     live: bool
@@ -136,7 +137,8 @@ def vm_rows(view: ClusterView) -> list[VMRow]:
         event = events.get(reserving.event_id) if reserving else None
         live = name in regs
         rows.append(VMRow(
-            name=name, fd=info.fd, ud=info.ud, zone=info.zone, address=info.address,
+            name=name, fd=info.fd, ud=info.ud, zone=info.zone, location=info.location,
+            address=info.address,
             scale_set=info.scale_set, live=live, groups=member_of.get(name, []),
             state=display_state(live, drains.get(name), reserving, event),
             reserved_by=reserving.event_id if reserving else None, drain=drains.get(name)))
