@@ -17,7 +17,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh $(BOOTSTRAP_ARGS)
 
 test: bootstrap
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	bash scripts/bootstrap.sh --with chromium $(BOOTSTRAP_ARGS) && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(VENV)/bin/quorumgate demo $(DEMO_ARGS)

@@ -1,0 +1,546 @@
+// quorumgate dashboard: plain JS, no build step, no external resources.
+//
+// Data: GET /v1/stream (Server-Sent Events read with fetch, so that the bearer token
+// travels in the Authorization header and never in a URL), falling back to polling
+// GET /v1/dashboard every second while the stream cannot be had.
+// Token: from the URL fragment (#token=...), else sessionStorage, else the sign-in form.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "quorumgate.token";
+  const STATES = [
+    ["up", "●", "up"],
+    ["draining", "◐", "draining"],
+    ["drain_failed", "✖", "drain failed"],
+    ["drained", "○", "drained"],
+    ["rebooting", "↻", "rebooting"],
+    ["restoring", "↺", "restoring"],
+    ["lost", "?", "lost"],
+  ];
+  const STATE = Object.fromEntries(STATES.map(([key, sym, label]) => [key, { sym, label }]));
+  const STREAM_SILENCE_MS = 30000; // the server pings every 10 s: silence means trouble
+
+  const $ = (id) => document.getElementById(id);
+  let token = "";
+  let generation = 0; // bumped to stop every running loop
+  let current = null; // AbortController of the open request
+  const rendered = {}; // section -> JSON last drawn
+  const openTimelines = new Set();
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  function replace(id, ...children) {
+    $(id).replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
+  }
+
+  function short(id) {
+    return id && id.length > 12 ? id.slice(0, 8) : id || "";
+  }
+
+  function duration(seconds) {
+    const s = Math.round(Math.abs(seconds));
+    if (s < 60) return `${s}s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+    if (s < 86400) return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+    return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+  }
+
+  function relative(at, now) {
+    if (at === null || at === undefined) return "—";
+    const diff = at - now;
+    if (Math.abs(diff) < 1) return "now";
+    return diff > 0 ? `in ${duration(diff)}` : `${duration(diff)} ago`;
+  }
+
+  function absolute(at) {
+    if (at === null || at === undefined) return "";
+    return new Date(at * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  }
+
+  function timeEl(at, now) {
+    return el("time", { datetime: new Date(at * 1000).toISOString(), title: absolute(at) },
+      relative(at, now));
+  }
+
+  function vmChip(name, state, reservedBy) {
+    const info = STATE[state] || { sym: "·", label: state };
+    const title = `${name}: ${info.label}` + (reservedBy ? ` (event ${reservedBy})` : "");
+    return el("span", { class: `vm st-${state}`, title },
+      el("span", { class: "sym", "aria-hidden": "true" }, info.sym),
+      el("span", { class: "name" }, name),
+      el("span", { class: "state" }, info.label));
+  }
+
+  function badge(state) {
+    return el("span", { class: `badge ds-${state}` }, state);
+  }
+
+  // ---------------------------------------------------------------- token and sign-in
+
+  function takeToken() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const given = params.get("token");
+    if (given) {
+      sessionStorage.setItem(TOKEN_KEY, given);
+      // keep the token out of the address bar, the history and screenshots
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  }
+
+  function authHeaders(extra) {
+    return Object.assign(token ? { Authorization: `Bearer ${token}` } : {}, extra || {});
+  }
+
+  function showLogin(message) {
+    stop();
+    $("main").hidden = true;
+    $("login").hidden = false;
+    $("signout").hidden = true;
+    $("login-error").textContent = message || "";
+    setConn("idle", "signed out");
+    $("token-input").focus();
+  }
+
+  async function authFailed(response) {
+    let detail = "";
+    try {
+      detail = (await response.json()).detail || "";
+    } catch (_) {
+      /* not JSON */
+    }
+    if (response.status === 401) {
+      const hadToken = Boolean(token);
+      sessionStorage.removeItem(TOKEN_KEY);
+      token = "";
+      showLogin(hadToken ? `The coordinator refused this token: ${detail}` : "");
+    } else {
+      showLogin(`This token may not read the dashboard: ${detail}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  function setConn(kind, text) {
+    const node = $("conn");
+    node.className = `conn conn-${kind}`;
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function stop() {
+    generation += 1;
+    if (current) current.abort();
+    current = null;
+  }
+
+  function start() {
+    stop();
+    const gen = generation;
+    run(gen);
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function run(gen) {
+    let failures = 0;
+    while (gen === generation) {
+      let outcome;
+      try {
+        outcome = await streamOnce(gen);
+      } catch (err) {
+        outcome = { kind: "error", detail: err && err.name === "AbortError" ? "stream stalled" : "coordinator unreachable" };
+      }
+      if (gen !== generation || outcome.kind === "auth") return;
+      if (outcome.kind === "ended") {
+        failures = 0;
+        continue; // the server closed the stream at its lifetime: reconnect at once
+      }
+      failures += 1;
+      if (outcome.kind === "busy") setConn("poll", "polling (server has too many streams)");
+      else setConn("down", `reconnecting: ${outcome.detail || "stream failed"}`);
+      // meanwhile keep the page fresh by polling, then try the stream again
+      await poll(gen, outcome.kind === "busy" ? 30000 : Math.min(1000 * 2 ** failures, 15000));
+    }
+  }
+
+  async function streamOnce(gen) {
+    const ctrl = new AbortController();
+    current = ctrl;
+    let watchdog = null;
+    const kick = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => ctrl.abort(), STREAM_SILENCE_MS);
+    };
+    kick();
+    try {
+      const response = await fetch("/v1/stream", {
+        headers: authHeaders({ Accept: "text/event-stream" }),
+        cache: "no-store",
+        signal: ctrl.signal,
+      });
+      if (response.status === 401 || response.status === 403) {
+        await authFailed(response);
+        return { kind: "auth" };
+      }
+      if (response.status === 503) return { kind: "busy" };
+      if (!response.ok || !response.body) return { kind: "error", detail: `HTTP ${response.status}` };
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || gen !== generation) return { kind: "ended" };
+        kick();
+        buffer += value;
+        let cut;
+        while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+          const outcome = handleBlock(block);
+          if (outcome) return outcome;
+        }
+      }
+    } finally {
+      clearTimeout(watchdog);
+      ctrl.abort();
+      if (current === ctrl) current = null;
+    }
+  }
+
+  function handleBlock(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split(/\r?\n/)) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+    }
+    const text = data.join("\n");
+    if (event === "snapshot") {
+      render(JSON.parse(text));
+      setConn("live", "live");
+    } else if (event === "unavailable") {
+      setConn("down", `coordinator: ${JSON.parse(text).detail}`);
+    } else if (event === "busy") {
+      return { kind: "busy" };
+    } else if (event === "bye") {
+      return { kind: "ended" };
+    }
+    return null;
+  }
+
+  async function poll(gen, forMs) {
+    const until = Date.now() + forMs;
+    while (gen === generation && Date.now() < until) {
+      const ctrl = new AbortController();
+      current = ctrl;
+      const timer = setTimeout(() => ctrl.abort(), 5000);
+      try {
+        const response = await fetch("/v1/dashboard", {
+          headers: authHeaders(), cache: "no-store", signal: ctrl.signal,
+        });
+        if (response.status === 401 || response.status === 403) {
+          await authFailed(response);
+          return;
+        }
+        if (response.ok) {
+          render(await response.json());
+          if ($("conn").classList.contains("conn-down")) setConn("poll", "polling every second");
+        } else {
+          setConn("down", `coordinator answered ${response.status}`);
+        }
+      } catch (_) {
+        if (gen === generation) setConn("down", "coordinator unreachable");
+      } finally {
+        clearTimeout(timer);
+        if (current === ctrl) current = null;
+      }
+      await sleep(1000);
+    }
+  }
+
+  // ---------------------------------------------------------------- rendering
+
+  function section(name, data, draw) {
+    const json = JSON.stringify(data);
+    if (rendered[name] === json) return;
+    rendered[name] = json;
+    draw(data);
+  }
+
+  function render(d) {
+    $("login").hidden = true;
+    $("main").hidden = false;
+    $("signout").hidden = !token;
+    $("cluster").textContent = d.status.cluster;
+    document.title = `quorumgate · ${d.status.cluster}`;
+    section("banner", { s: d.status, z: d.zookeeper }, renderBanner);
+    section("cards", { s: d.status, z: d.zookeeper, v: d.vms.map((v) => v.state),
+      p: d.placement.filter((a) => !a.ud_safe).length, t: Math.round(d.now) }, () => renderCards(d));
+    section("grid", { t: d.topology, v: d.vms.map((v) => [v.name, v.reserved_by]) }, () => renderGrid(d));
+    section("events", { e: d.events, n: d.events_total, t: Math.round(d.now) }, () => renderEvents(d));
+    section("groups", d.groups, renderGroups);
+    section("placement", d.placement, renderPlacement);
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()} · replica ` +
+      `${d.status.identity} · coordinator clock ${absolute(d.now)}`;
+  }
+
+  function renderBanner({ s, z }) {
+    const lines = [];
+    let bad = false;
+    if (!z.connected) {
+      lines.push("This replica is not connected to ZooKeeper: the page shows the last known state.");
+      bad = true;
+    }
+    if (s.paused) lines.push("Approvals are paused: new events are held until an operator resumes.");
+    if (s.dry_run) lines.push("Dry run: the leader decides but does not drain or approve.");
+    if (!s.leader) lines.push("No leader is known: nothing is being decided.");
+    const node = $("banner");
+    node.hidden = lines.length === 0;
+    node.className = bad ? "banner bad" : "banner";
+    node.textContent = lines.join(" ");
+  }
+
+  function card(title, value, note, tone) {
+    return el("div", { class: `card ${tone || ""}` },
+      el("dt", {}, title), el("dd", {}, value, note ? el("small", {}, note) : null));
+  }
+
+  function renderCards(d) {
+    const s = d.status;
+    const z = d.zookeeper;
+    const tally = {};
+    for (const vm of d.vms) tally[vm.state] = (tally[vm.state] || 0) + 1;
+    const notUp = STATES.filter(([k]) => k !== "up" && tally[k])
+      .map(([k]) => `${tally[k]} ${STATE[k].label}`).join(" · ");
+    const states = Object.entries(s.counts).filter(([, n]) => n > 0);
+    const activeStates = d.events.filter((e) => e.active).map((e) => e.state);
+    const byState = {};
+    for (const st of activeStates) byState[st] = (byState[st] || 0) + 1;
+    const eventNote = Object.entries(byState).map(([k, n]) => `${n} ${k}`).join(" · ") ||
+      (states.length ? "none active" : "none seen");
+    const eventTone = byState.failed || byState.forced ? "bad" : byState.held ? "warn" : "good";
+    const unsafe = d.placement.filter((a) => !a.ud_safe).length;
+    const lastPass = s.last_pass.at === null ? "—" : relative(s.last_pass.at, d.now);
+    replace("cards",
+      card("Leader", s.leader || "unknown",
+        s.is_leader ? "this replica leads" : `this replica (${s.identity}) follows`,
+        s.leader ? "good" : "bad"),
+      card("ZooKeeper", z.connected ? "connected" : z.state.toLowerCase(),
+        `${z.hosts}${z.mirror_ready ? "" : " · mirror not loaded"}`,
+        z.connected && z.mirror_ready ? "good" : "bad"),
+      card("Approvals", s.paused ? "paused" : s.dry_run ? "dry run" : "running",
+        `policy version ${s.policy_version}`, s.paused || s.dry_run ? "warn" : "good"),
+      card("VMs live", `${s.live_vms} / ${s.vms}`, notUp || "all up",
+        tally.lost || tally.drain_failed ? "bad" : notUp ? "warn" : "good"),
+      card("Events active", String(s.active_events), eventNote, eventTone),
+      card("Groups at minimum", `${s.groups - s.groups_below_min} / ${s.groups}`,
+        s.groups_below_min ? `${s.groups_below_min} below min_available` : "all at or above min_available",
+        s.groups_below_min ? "bad" : "good"),
+      card("Placement", unsafe ? `${unsafe} would block` : "all spread",
+        unsafe ? "see the placement audit" : "no group blocks a rollout", unsafe ? "warn" : "good"),
+      card("Last decision pass", lastPass, s.last_pass.summary || (s.is_leader ? "" : "the leader decides")));
+  }
+
+  function renderLegend(vms) {
+    const tally = {};
+    for (const vm of vms) tally[vm.state] = (tally[vm.state] || 0) + 1;
+    replace("legend", STATES.map(([key, sym, label]) =>
+      el("li", {}, el("span", { class: `vm st-${key}${tally[key] ? "" : " zero"}` },
+        el("span", { class: "sym", "aria-hidden": "true" }, sym),
+        el("span", { class: "state" }, `${label} ${tally[key] || 0}`)))));
+  }
+
+  function renderGrid(d) {
+    renderLegend(d.vms);
+    const t = d.topology;
+    if (!t.cells.length && !t.unplaced.length) {
+      replace("grid", el("p", { class: "empty" }, "No VM has registered yet."));
+      return;
+    }
+    const busyUd = {}; // UD -> events holding VMs there: maintenance in progress
+    for (const cell of t.cells) {
+      for (const vm of cell.vms) {
+        if (vm.reserved_by) {
+          busyUd[cell.ud] = busyUd[cell.ud] || new Set();
+          busyUd[cell.ud].add(short(vm.reserved_by));
+        }
+      }
+    }
+    const cells = {};
+    for (const cell of t.cells) cells[`${cell.fd}/${cell.ud}`] = cell.vms;
+    const head = el("tr", {}, el("th", { scope: "col", class: "corner" }, "FD \\ UD"),
+      t.uds.map((ud) => {
+        const events = busyUd[ud] ? [...busyUd[ud]] : [];
+        return el("th", { scope: "col", class: busyUd[ud] ? "busy" : null }, `UD ${ud}`,
+          events.length ? el("span", { class: "ud-note" }, `event ${events.join(", ")}`) : null);
+      }));
+    const body = t.fds.map((fd) => el("tr", {}, el("th", { scope: "row" }, `FD ${fd}`),
+      t.uds.map((ud) => {
+        const vms = cells[`${fd}/${ud}`] || [];
+        return el("td", { class: busyUd[ud] ? "busy" : null },
+          vms.length ? el("ul", {}, vms.map((vm) => el("li", {}, vmChip(vm.name, vm.state, vm.reserved_by))))
+            : el("span", { class: "empty" }, "—", el("span", { class: "sr-only" }, "no VMs")));
+      })));
+    const caption = el("caption", {},
+      `${d.vms.length} VMs over ${t.fds.length} fault domains (rows) and ${t.uds.length} update domains ` +
+      "(columns). Shaded columns have maintenance in progress.");
+    const out = [el("table", { class: "grid" }, caption, el("thead", {}, head), el("tbody", {}, body))];
+    if (t.unplaced.length) {
+      out.push(el("p", {}, "Without a known fault or update domain: ",
+        t.unplaced.map((vm) => [vmChip(vm.name, vm.state, vm.reserved_by), " "])));
+    }
+    replace("grid", out);
+  }
+
+  function timeline(e, now) {
+    const history = e.decision ? e.decision.history : [];
+    if (!history.length) return el("span", { class: "empty" }, "no decision yet");
+    const details = el("details", { "data-event": e.event_id },
+      el("summary", {}, `${history.length} step${history.length === 1 ? "" : "s"}`),
+      el("ol", { class: "timeline" }, history.map((t) => el("li", {},
+        timeEl(t.at, now), " ", badge(t.to), " ", t.reason || "", t.by && t.by !== "coordinator" ? ` (by ${t.by})` : ""))));
+    details.open = openTimelines.has(e.event_id);
+    details.addEventListener("toggle", () => {
+      if (details.open) openTimelines.add(e.event_id);
+      else openTimelines.delete(e.event_id);
+    });
+    return details;
+  }
+
+  function renderEvents(d) {
+    const active = d.events.filter((e) => e.active);
+    const done = d.events.filter((e) => !e.active).reverse();
+    $("events-note").textContent = `${active.length} active · ${d.events_total} known` +
+      (d.events_total > d.events.length ? ` (showing the latest ${d.events.length})` : "");
+    if (!d.events.length) {
+      replace("events", el("p", { class: "empty" }, "No scheduled events."));
+      return;
+    }
+    const rows = [...active, ...done].map((e) => {
+      const decision = e.decision;
+      const reasonCell = el("td", { class: "reason" }, e.reason || "");
+      if (e.operator_hold) reasonCell.append(el("span", { class: "op" }, `operator hold: ${e.operator_hold}`));
+      if (e.force_reason) reasonCell.append(el("span", { class: "op" }, `operator force: ${e.force_reason}`));
+      if (decision && decision.acker) {
+        const ack = e.ack ? `, ack ${e.ack.state}` : "";
+        reasonCell.append(el("span", { class: "note" }, `acker ${decision.acker}, approval ${decision.approval}${ack}`));
+      }
+      const reserved = decision ? decision.reserved : [];
+      return el("tr", { class: e.active ? "active" : "done", "data-event": e.event_id },
+        el("td", {}, el("code", { title: e.event_id }, short(e.event_id))),
+        el("td", {}, e.event_type || "—"),
+        el("td", {}, e.status || "—"),
+        el("td", {}, badge(e.state)),
+        reasonCell,
+        el("td", {}, e.resources.join(", "),
+          reserved.length ? el("span", { class: "note" }, ` (${reserved.length} reserved)`) : null),
+        el("td", {}, e.not_before ? timeEl(e.not_before, d.now) : "—"),
+        el("td", {}, timeline(e, d.now)));
+    });
+    replace("events", el("table", { class: "rows" },
+      el("caption", { class: "sr-only" }, "Events, active first"),
+      el("thead", {}, el("tr", {}, ["Event", "Type", "Platform", "Decision", "Reason", "VMs",
+        "Not before", "Timeline"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rows)));
+  }
+
+  function renderGroups(groups) {
+    if (!groups.length) {
+      replace("groups", el("p", { class: "empty" }, "No replica groups."));
+      return;
+    }
+    replace("groups", el("table", { class: "rows" },
+      el("thead", {}, el("tr", {}, ["Group", "Members", "Live", "Available", "Min", "Status"]
+        .map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, groups.map((g) => el("tr", { "data-group": g.name },
+        el("td", {}, el("strong", {}, g.name), g.source && g.source !== "api" ?
+          el("span", { class: "note" }, ` ${g.source}`) : null),
+        el("td", {}, g.members.map((m, i) => [i ? ", " : "",
+          g.unavailable.includes(m) ? el("span", { class: "notok", title: `${m} is unavailable` }, `${m} (out)`) : m])),
+        el("td", { class: "num" }, `${g.live}`),
+        el("td", { class: "num" }, `${g.available}`),
+        el("td", { class: "num" }, `${g.required}`),
+        el("td", {}, g.ok ? el("span", { class: "ok" }, "✓ ok") : el("span", { class: "notok" }, "✖ below min")))))));
+  }
+
+  function renderPlacement(audits) {
+    if (!audits.length) {
+      replace("placement", el("p", { class: "empty" }, "No replica groups to audit."));
+      return;
+    }
+    const unsafe = audits.filter((a) => !a.ud_safe || !a.fd_safe);
+    if (!unsafe.length) {
+      replace("placement", el("p", { class: "ok" },
+        `✓ All ${audits.length} groups survive the loss of any one update or fault domain.`));
+      return;
+    }
+    replace("placement",
+      el("table", { class: "rows" },
+        el("thead", {}, el("tr", {}, ["Group", "One UD lost", "One FD lost", "Why", "Fix"]
+          .map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, unsafe.map((a) => el("tr", { "data-group": a.group },
+          el("td", {}, el("strong", {}, a.group)),
+          el("td", {}, a.ud_safe ? el("span", { class: "ok" }, "✓ safe") : el("span", { class: "notok" }, "✖ blocks rollout")),
+          el("td", {}, a.fd_safe ? el("span", { class: "ok" }, "✓ safe") : el("span", { class: "notok" }, "✖ loses quorum")),
+          el("td", {}, a.verdict),
+          el("td", { class: "fix" }, a.fix ? [el("strong", {}, `move ${a.fix.vm} → ${a.fix.to}`), el("br"), a.fix.reason]
+            : "no single move fixes it"))))),
+      audits.length > unsafe.length ?
+        el("p", { class: "note" }, audits.length - unsafe.length === 1 ? "1 other group is safe." :
+          `${audits.length - unsafe.length} other groups are safe.`) : null);
+  }
+
+  // ---------------------------------------------------------------- start
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("token-input").value.trim();
+      if (!value) return;
+      token = value;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      $("token-input").value = "";
+      $("login-error").textContent = "";
+      $("login").hidden = true;
+      setConn("idle", "connecting…");
+      start();
+    });
+    $("signout").addEventListener("click", () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      token = "";
+      showLogin("Token forgotten.");
+    });
+    window.addEventListener("hashchange", () => {
+      if (new URLSearchParams(location.hash.slice(1)).get("token")) {
+        token = takeToken();
+        start();
+      }
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) stop(); // a hidden tab holds no stream open
+      else if ($("login").hidden) start();
+    });
+    token = takeToken();
+    setConn("idle", "connecting…");
+    start();
+  });
+})();
