@@ -183,6 +183,8 @@ class Agent:
             return
         if self._needs_registration.is_set() and not self._register():
             return
+        assert self.relay is not None and self.drain is not None and self.acker is not None
+        self.drain.check()  # before the (rate-limited) IMDS poll: a drain never waits on it
         doc = None
         try:
             doc = self.imds.scheduled_events()
@@ -198,10 +200,9 @@ class Agent:
             self._imds_recovered()
             self.metrics.polls.inc()
             self.metrics.events.set(len(doc.events))
-        assert self.relay is not None and self.drain is not None and self.acker is not None
         if doc is not None:
             self.relay.publish(doc, fresh=self.imds.events_fresh)
-        self.drain.check()
+            self.acker.watch(doc)
         if doc is not None and self.imds.events_fresh and not self._stop.is_set():
             self.acker.check(doc)
 
@@ -266,7 +267,8 @@ class Agent:
             wake=self._wake.set)
         self.acker = Acknowledger(
             self.zk, self.layout, name, self.imds, self.clock, retries=self.config.ack_retries,
-            on_ack=lambda result: self.metrics.acks.labels(result=result).inc())
+            on_ack=lambda result: self.metrics.acks.labels(result=result).inc(),
+            wake=self._wake.set)
 
     def _imds_failed(self, exc: ImdsError) -> None:
         if exc.code == "stopping":

@@ -443,9 +443,9 @@ class _EventPlanner:
             self.reserve(self.resources)
             if self.rule() is TypeRule.DRAIN:
                 self.request_drain([vm for vm in self.resources if vm in self.snap.vms])
-            self.move(S.HELD, f"unsafe: {problem}{BEST_EFFORT}", best_effort=True)
+            self.move(S.HELD, f"{_held_because(problem)}{BEST_EFFORT}", best_effort=True)
             return
-        reason = blocked or f"unsafe: {problem}"
+        reason = blocked or _held_because(problem)
         if self.d.best_effort:
             reason += BEST_EFFORT
         self.move(S.HELD, reason)
@@ -557,6 +557,12 @@ class _EventPlanner:
         elif rec is None and self.d.acker and not self.live(self.d.acker):
             self.move(S.READY, f"acker {self.d.acker} lost before acknowledging")
             self.try_approve()
+
+
+def _held_because(problem: str | None) -> str:
+    """Waiting for our own budget is routine; anything else would break a promise."""
+    text = problem or "unknown"
+    return text if text.startswith("waiting") else f"unsafe: {text}"
 
 
 def _in_use(rec: DrainRecord) -> bool:

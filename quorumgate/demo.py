@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -27,7 +28,6 @@ from kazoo.client import KazooClient
 from quorumgate.zkserver import ZooKeeperError, ZooKeeperServer, find_zookeeper, server_mode
 
 IMDS_API = "2021-02-01"
-EVENTS_API = "2020-07-01"
 
 
 class DemoError(RuntimeError):
@@ -46,8 +46,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--fds", type=int, default=3, help="fault domains")
     parser.add_argument("--uds", type=int, default=5, help="update domains")
     parser.add_argument("--vms", type=int, default=15, help="simulated VMs")
-    parser.add_argument("--speed", type=float, default=300.0,
-                        help="virtual seconds per real second (default 300: 15 min in 3 s)")
+    parser.add_argument("--speed", type=float, default=60.0,
+                        help="virtual seconds per real second (default 60: 15 min in 15 s)")
     parser.add_argument("--walk", choices=["sequential", "together"], default="sequential",
                         help="one UD's event after the other (Azure's walk) or all at once")
     parser.add_argument("--coordinators", type=int, default=2, help="coordinator replicas")
@@ -91,18 +91,21 @@ def check_zookeeper(hosts: str) -> str:
 
 
 def check_emulator(url: str, vm: str) -> dict[str, Any]:
-    """Fetch one VM's compute metadata and scheduled events as an agent would."""
+    """Fetch one VM's compute metadata as an agent would (that VM's agent is polling too:
+    IMDS's 5 requests/second limit applies, so a 429 is waited out, a few times)."""
     headers = {"Metadata": "true"}
-    base = f"{url}/vms/{vm}/metadata"
+    address = f"{url}/vms/{vm}/metadata/instance/compute"
     try:
         with httpx.Client(timeout=10.0, trust_env=False, headers=headers) as http:
-            compute = http.get(f"{base}/instance/compute", params={"api-version": IMDS_API})
-            events = http.get(f"{base}/scheduledevents", params={"api-version": EVENTS_API})
+            for _ in range(10):
+                compute = http.get(address, params={"api-version": IMDS_API})
+                if compute.status_code != 429:
+                    break
+                time.sleep(0.3)
             compute.raise_for_status()
-            events.raise_for_status()
     except httpx.HTTPError as exc:
         raise DemoError(f"IMDS emulator {url} does not answer: {exc!r}") from exc
-    return {"compute": compute.json(), "events": events.json()}
+    return {"compute": compute.json()}
 
 
 def topology_grid(vms: list[dict[str, Any]]) -> str:

@@ -124,7 +124,7 @@ class Summary:
 
     def table(self) -> str:
         lines = [f"{'event':<10} {'UD':>2} {'type':<8} {'start':<10} {'ack after':>10} "
-                 f"{'final':<10} held because"]
+                 f"{'final':<10} held because (waiting for a previous UD is not a hold)"]
         for e in self.events:
             ack = f"{e.acknowledged_after_s:.0f} s" if e.acknowledged_after_s is not None else "-"
             lines.append(f"{e.event_id[:8]:<10} {e.ud:>2} {e.type:<8} "
@@ -384,8 +384,8 @@ class Rollout:
             decision = self.watcher.decisions.get(e["event_id"])
             acks = [a for a in e.get("acks", []) if a.get("effective")]
             ack_after = acks[0]["at"] - e["created_at"] if acks else None
-            held = next((t.reason for t in decision.history if t.to is S.HELD), "") if (
-                decision) else ""
+            held = next((t.reason for t in decision.history if t.to is S.HELD
+                         and not t.reason.startswith("waiting")), "") if decision else ""
             reports.append(EventReport(
                 event_id=e["event_id"], ud=(e["uds"] or [-1])[0], type=e["type"],
                 scheduled_at=e["created_at"] - started, not_before=e["not_before"] - started,
