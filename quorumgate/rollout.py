@@ -50,6 +50,34 @@ S = DecisionState
 Printer = Callable[[str], None]
 
 
+class Workload:
+    """What runs on the simulated VMs besides the agent (e.g. a Patroni member).
+
+    The rollout calls these from its own threads; each must return promptly (start
+    processes in the background). The default runs nothing.
+    """
+
+    def setup(self, rollout: Rollout) -> None:
+        """Everything is up but the agents: start the workload on every VM."""
+
+    def agent_settings(self, vm: str) -> dict[str, Any]:
+        """Extra agent config for this VM (drain/restore hooks, groups)."""
+        return {}
+
+    def vm_down(self, vm: str) -> None:
+        """The platform took the VM down: stop its processes as a reboot would."""
+
+    def vm_up(self, vm: str) -> None:
+        """The VM is back: start its processes again."""
+
+    def teardown(self) -> None:
+        """Stop everything the workload started."""
+
+    def report(self) -> dict[str, Any]:
+        """Figures for the summary (written rows lost, outages...)."""
+        return {}
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     name: str
@@ -86,6 +114,7 @@ class RolloutSpec:
     poll_interval_s: float | None = None
     """Agents' IMDS poll interval in virtual seconds (default: a quarter real second)."""
     policy: Policy = field(default_factory=Policy)
+    workload: Workload = field(default_factory=Workload)
     timeout_s: float = 180.0
     """Real seconds before the rollout gives up."""
 
@@ -118,6 +147,7 @@ class Summary:
     violations: list[str]
     completed: bool
     mean_time_to_ack_s: float | None
+    workload: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -143,9 +173,11 @@ class Summary:
 class VMSupervisor:
     """Stops a VM's agent when the emulator takes the VM down; starts a new one when it is up."""
 
-    def __init__(self, emu: Emulator, make_agent: Callable[[str], Agent]) -> None:
+    def __init__(self, emu: Emulator, make_agent: Callable[[str], Agent],
+                 workload: Workload | None = None) -> None:
         self.emu = emu
         self.make_agent = make_agent
+        self.workload = workload or Workload()
         self.agents: dict[str, Agent] = {}
         self.restarts = 0
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vm-power")
@@ -170,7 +202,9 @@ class VMSupervisor:
                     if vm.down and agent is not None:
                         del self.agents[vm.name]
                         self._pool.submit(agent.stop, 5.0)  # the reboot kills the agent
+                        self._pool.submit(self.workload.vm_down, vm.name)
                     elif not vm.down and agent is None:
+                        self._pool.submit(self.workload.vm_up, vm.name)
                         self.agents[vm.name] = self.make_agent(vm.name)
                         self.restarts += 1
 
@@ -276,7 +310,7 @@ class Rollout:
         self.out = out
         self.ud_of = {vm.name: vm.config.ud for vm in emu.sim.vms(self.clock.now())}
         self.coordinators: list[CoordinatorNode] = []
-        self.supervisor = VMSupervisor(emu, self._agent)
+        self.supervisor = VMSupervisor(emu, self._agent, spec.workload)
         self.watcher = Watcher(zk_hosts, layout, self.clock, self.clock.now(), self.ud_of, out)
         self.scheduled: list[str] = []
 
@@ -295,6 +329,7 @@ class Rollout:
             data["drain_hook"] = {"command": self.spec.drain_command, "timeout_s": 600}
         if self.spec.restore_command:
             data["restore_hook"] = {"command": self.spec.restore_command, "timeout_s": 600}
+        data.update(self.spec.workload.agent_settings(name))
         agent = Agent(build_agent_config(data), self.clock)
         agent.start()
         return agent
@@ -318,12 +353,13 @@ class Rollout:
             node = CoordinatorNode(config, self.clock)
             node.start(timeout=15)
             self.coordinators.append(node)
+        self.spec.workload.setup(self)
         self.supervisor.start()
         self.watcher.start()
 
     def stop(self) -> None:
         for step in (self.watcher.stop, self.supervisor.stop,
-                     *[c.stop for c in self.coordinators]):
+                     *[c.stop for c in self.coordinators], self.spec.workload.teardown):
             with contextlib.suppress(Exception):
                 step()
 
@@ -402,7 +438,8 @@ class Rollout:
             forced=sum(1 for r in reports if r.start_cause == "not_before"),
             acknowledged=len(acked), violations=self.violations(events, vms),
             completed=all(self._settled(eid) for eid in self.scheduled),
-            mean_time_to_ack_s=sum(times) / len(times) if times else None)
+            mean_time_to_ack_s=sum(times) / len(times) if times else None,
+            workload=self.spec.workload.report())
 
     def violations(self, events: list[dict[str, Any]], vms: dict[str, Any]) -> list[str]:
         """Moments a group was below min_available with only our actions to blame."""
