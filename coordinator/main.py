@@ -97,7 +97,7 @@ def check_tls(config: CoordinatorConfig) -> None:
 def shown(config: CoordinatorConfig) -> str:
     """The config as JSON with secrets masked."""
     data = config.model_dump(mode="json")
-    data["tokens"] = {mask(t): role for t, role in config.tokens.items()}
+    data["tokens"] = [{"token": mask(t), "role": role} for t, role in config.tokens.items()]
     if data.get("zk_auth"):
         data["zk_auth"] = data["zk_auth"].split(":", 1)[0] + ":***"
     return json.dumps(data, indent=2, ensure_ascii=False)

@@ -643,7 +643,7 @@ def test_compose_coordinators_validate_their_config(compose: dict[str, Any]) -> 
         assert result.returncode == 0, f"{name}: {result.stderr}"
         config = json.loads(result.stdout)
         assert config["host"] == "0.0.0.0" and config["clock"] == "real"
-        assert sorted(config["tokens"].values()) == ["operator", "viewer"]
+        assert sorted(t["role"] for t in config["tokens"]) == ["operator", "viewer"]
         assert config["zk_hosts"] == "zk1:2181,zk2:2181,zk3:2181"
         port = config["port"]
         assert f"http://127.0.0.1:{port}/readyz" in svc["healthcheck"]["test"][3]

@@ -45,13 +45,14 @@ def test_check_prints_the_config_with_secrets_masked(capsys: pytest.CaptureFixtu
     assert main(["--config", str(config), "--check", "--zk-auth", "qg:s3cret"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["cluster"], shown["port"], shown["zk_auth"]) == ("prod", 9000, "qg:***")
-    assert shown["tokens"] == {"file…": "viewer"}
+    assert shown["tokens"] == [{"token": "file…", "role": "viewer"}]
     # flags win over the file; --token replaces the file's tokens
     assert main(["--config", str(config), "--check", "--port", "9100", "--token",
                  "flag-token-1234:operator", "--token", "other-token-99:viewer"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["port"] == 9100
-    assert shown["tokens"] == {"flag…": "operator", "othe…": "viewer"}
+    assert shown["tokens"] == [{"token": "flag…", "role": "operator"},
+                               {"token": "othe…", "role": "viewer"}]
 
 
 @pytest.mark.parametrize(("argv", "words"), [

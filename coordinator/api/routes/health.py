@@ -35,4 +35,8 @@ def readyz(node: NodeDep) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics of this replica",
             response_class=Response)
 def metrics(node: NodeDep) -> Response:
+    """Decision gauges come from this replica's mirror, so leader and followers agree
+    (a former leader must not keep reporting what it last decided)."""
+    if node.cache.ready:
+        node.metrics.observe_decisions(node.cache.view().decisions)
     return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
