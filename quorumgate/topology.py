@@ -1,0 +1,405 @@
+"""`quorumgate topology hdfs | labels | rackdc`: a VM's place (FD/UD) for other systems.
+
+hdfs HOST_OR_IP...
+    HDFS rack awareness (`net.topology.script.file.name`): one `/fd<N>/ud<M>` line per
+    argument, in order; `/default-rack` (or `--default-rack`) for hosts it does not know.
+    An argument matches a VM by name, by short host name (first DNS label) or by IPv4
+    address, from the coordinator's GET /v1/vms. Answers come from a cache file while
+    it is fresh (`--ttl`, 60 s); when the coordinator cannot be reached a stale cache
+    still answers, and with neither every host is `/default-rack`. It always exits 0:
+    the NameNode treats a failing script badly. Standard library only, no imports of
+    the web stack: it runs on every DataNode registration.
+    Cache: $QG_TOPOLOGY_CACHE, else /var/cache/quorumgate/topology.json when writable,
+    else $XDG_CACHE_HOME (~/.cache)/quorumgate/topology.json.
+    Note: HDFS wants every leaf at the same depth; `/fd<N>/ud<M>` has two levels and
+    `/default-rack` one, so a NameNode refuses an unknown host next to known ones
+    (InvalidTopologyException). `--default-rack /fd-unknown/ud-unknown` avoids that.
+
+labels [VM...]
+    Kubernetes-style node labels (see `registry.labels`) as `kubectl label node` lines,
+    or JSON with --json.
+
+rackdc
+    `cassandra-rackdc.properties` for this VM from IMDS: dc = compute.location,
+    rack = fd<platformFaultDomain>, prefer_local=true.
+
+Coordinator: --url (default $QG_URL, else http://127.0.0.1:8080), --token (default
+$QG_TOKEN, else the file named by $QG_TOKEN_FILE; the viewer role is enough).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_RACK = "/default-rack"
+DEFAULT_TTL_S = 60.0
+REFETCH_UNKNOWN_S = 5.0
+"""A fresh cache that misses a host is refreshed, but not more often than this."""
+SYSTEM_CACHE = "/var/cache/quorumgate/topology.json"
+IMDS_URL = "http://169.254.169.254"
+IMDS_API = "2021-02-01"
+IPV4 = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?$")
+
+
+def _say(message: str) -> None:
+    print(f"quorumgate topology: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- coordinator access
+
+
+def _token(given: str | None) -> str:
+    if given:
+        return given
+    if token := os.environ.get("QG_TOKEN", ""):
+        return token
+    if path := os.environ.get("QG_TOKEN_FILE", ""):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            _say(f"cannot read $QG_TOKEN_FILE {path}: {exc.strerror}")
+    return ""
+
+
+class FetchError(Exception):
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        """Worth retrying: a connection problem, a timeout, 429 or 5xx."""
+
+
+def _opener() -> Any:
+    """urllib without proxies from the environment and without following redirects."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+            raise FetchError(f"refusing to follow a redirect ({code}) to {newurl}")
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
+
+
+def get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
+    """GET `url` and decode its JSON; FetchError with a readable reason otherwise."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
+    try:
+        with _opener().open(request, timeout=timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read().decode("utf-8", "replace")).get("detail", "")
+        except (ValueError, AttributeError, OSError):
+            detail = ""
+        raise FetchError(f"{exc.code} {exc.reason}" + (f": {detail}" if detail else ""),
+                         transient=exc.code == 429 or exc.code >= 500) from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        text = ("connection refused" if isinstance(reason, ConnectionRefusedError)
+                else str(reason))
+        raise FetchError(text, transient=True) from None
+    except OSError as exc:  # timeouts, resets
+        raise FetchError(str(exc) or type(exc).__name__, transient=True) from None
+    except ValueError as exc:  # not JSON
+        raise FetchError(f"the answer is not JSON ({exc})") from None
+
+
+def fetch_vms(url: str, token: str, timeout: float) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    vms = get_json(url.rstrip("/") + "/v1/vms", headers, timeout)
+    if not isinstance(vms, list):
+        raise FetchError("GET /v1/vms did not answer a list")
+    return vms
+
+
+# ---------------------------------------------------------------- hdfs
+
+
+def default_cache_path() -> str:
+    if path := os.environ.get("QG_TOPOLOGY_CACHE"):
+        return path
+    folder = os.path.dirname(SYSTEM_CACHE)
+    if os.access(folder, os.W_OK) or (not os.path.exists(folder)
+                                      and os.access(os.path.dirname(folder), os.W_OK)):
+        return SYSTEM_CACHE
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "quorumgate", "topology.json")
+
+
+def read_cache(path: str, url: str) -> dict[str, Any] | None:
+    """The cache written for `url`, or None (missing, unreadable, another coordinator)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(data, dict) or data.get("url") != url
+            or not isinstance(data.get("vms"), list)
+            or not isinstance(data.get("fetched_at"), (int, float))):
+        return None
+    return data
+
+
+def write_cache(path: str, url: str, vms: list[dict[str, Any]]) -> None:
+    keep = ("name", "fd", "ud", "address")
+    data = {"url": url, "fetched_at": time.time(),
+            "vms": [{k: vm.get(k) for k in keep} for vm in vms if isinstance(vm, dict)]}
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    except OSError as exc:
+        _say(f"cannot write the cache {path}: {exc.strerror or exc}")
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def rack_index(vms: list[dict[str, Any]]) -> dict[str, str]:
+    """name, short name and address (lower case) -> `/fd<N>/ud<M>`."""
+    index: dict[str, str] = {}
+    short: dict[str, str] = {}
+    for vm in vms:
+        if not isinstance(vm, dict):
+            continue
+        fd, ud = vm.get("fd"), vm.get("ud")
+        if not isinstance(fd, int) or not isinstance(ud, int):
+            continue
+        rack = f"/fd{fd}/ud{ud}"
+        name = str(vm.get("name") or "").lower()
+        if name:
+            index[name] = rack
+            short.setdefault(name.split(".")[0], rack)
+        address = str(vm.get("address") or "").strip()
+        if address:
+            index[address] = rack
+    for key, rack in short.items():
+        index.setdefault(key, rack)
+    return index
+
+
+def resolve(host: str, index: dict[str, str]) -> str | None:
+    key = host.strip().lower().rstrip(".")
+    if ip := IPV4.match(key):
+        return index.get(ip.group(1))
+    if key in index:
+        return index[key]
+    return index.get(key.split(".")[0])
+
+
+def hdfs(hosts: Sequence[str], url: str, token: str, cache_path: str, ttl: float,
+         timeout: float, default_rack: str) -> list[str]:
+    """The racks of `hosts`, in order: cache, coordinator, stale cache, default."""
+    if not hosts:
+        return []
+    cache = read_cache(cache_path, url)
+    age = time.time() - cache["fetched_at"] if cache else None
+    vms: list[dict[str, Any]] | None = cache["vms"] if cache else None
+    index = rack_index(vms) if vms is not None else {}
+    fresh = age is not None and 0 <= age < ttl
+    unknown = any(resolve(h, index) is None for h in hosts)
+    if not fresh or (unknown and age is not None and age >= REFETCH_UNKNOWN_S):
+        try:
+            vms = fetch_vms(url, token, timeout)
+        except FetchError as exc:
+            if cache is not None:
+                _say(f"coordinator {url}: {exc}; answering from the cache of "
+                     f"{age:.0f} s ago")
+            else:
+                _say(f"coordinator {url}: {exc}; no cache at {cache_path}: "
+                     f"every host is {default_rack}")
+        else:
+            write_cache(cache_path, url, vms)
+            index = rack_index(vms)
+    return [resolve(h, index) or default_rack for h in hosts]
+
+
+def main_hdfs(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="quorumgate topology hdfs",
+                                description="HDFS rack-awareness script: one rack per "
+                                            "host or IP, in order")
+    p.add_argument("hosts", nargs="*", metavar="HOST_OR_IP")
+    _coordinator_args(p)
+    p.add_argument("--cache", help="cache file (default: $QG_TOPOLOGY_CACHE, else "
+                                   f"{SYSTEM_CACHE} when writable, else ~/.cache/...)")
+    p.add_argument("--ttl", type=float, default=float(os.environ.get("QG_TOPOLOGY_TTL", 0)
+                                                      or DEFAULT_TTL_S),
+                   help="seconds a cache answers without asking (default 60)")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="seconds to wait for the coordinator (default 2)")
+    p.add_argument("--default-rack", default=os.environ.get("QG_DEFAULT_RACK") or DEFAULT_RACK,
+                   help="rack of unknown hosts (default /default-rack)")
+    args = p.parse_intermixed_args(list(argv))
+    url = args.url.rstrip("/")
+    try:
+        racks = hdfs(args.hosts, url, _token(args.token), args.cache or default_cache_path(),
+                     args.ttl, args.timeout, args.default_rack)
+    except Exception as exc:  # never fail the NameNode: answer the default
+        _say(f"unexpected error, answering {args.default_rack}: {exc!r}")
+        racks = [args.default_rack] * len(args.hosts)
+    if racks:
+        sys.stdout.write("\n".join(racks) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _coordinator_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("QG_URL") or DEFAULT_URL,
+                   help=f"coordinator API (default $QG_URL, else {DEFAULT_URL})")
+    p.add_argument("--token", default=None,
+                   help="bearer token (default $QG_TOKEN, else the file $QG_TOKEN_FILE)")
+
+
+def main_labels(argv: Sequence[str]) -> int:
+    from registry.labels import node_labels
+
+    p = argparse.ArgumentParser(prog="quorumgate topology labels",
+                                description="Kubernetes node labels for each VM (all VMs "
+                                            "when none is named)")
+    p.add_argument("vms", nargs="*", metavar="VM")
+    _coordinator_args(p)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--json", action="store_true", help="{vm: {label: value}}")
+    args = p.parse_intermixed_args(list(argv))
+    url = args.url.rstrip("/")
+    try:
+        vms = fetch_vms(url, _token(args.token), args.timeout)
+    except FetchError as exc:
+        _say(f"error: coordinator {url}: {exc}")
+        return 1
+    by_name = {vm["name"]: vm for vm in vms if isinstance(vm, dict) and vm.get("name")}
+    missing = [name for name in args.vms if name not in by_name]
+    if missing:
+        _say(f"error: unknown VM{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+        return 1
+    names = args.vms or sorted(by_name)
+    labels = {name: node_labels(by_name[name].get("fd"), by_name[name].get("ud"),
+                                by_name[name].get("location") or "",
+                                by_name[name].get("zone") or "")
+              for name in names}
+    if args.json:
+        print(json.dumps(labels, indent=2, sort_keys=True))
+    else:
+        for name, values in labels.items():
+            pairs = " ".join(f"{k}={v}" for k, v in values.items())
+            print(f"kubectl label node {name} --overwrite {pairs}")
+    return 0
+
+
+# ---------------------------------------------------------------- rackdc
+
+
+def imds_compute(imds_url: str, timeout: float) -> dict[str, Any]:
+    """GET /metadata/instance/compute as an agent does: `Metadata: true`, no proxy, no
+    redirects; retries 429, 5xx and connection errors with backoff until `timeout`."""
+    url = f"{imds_url.rstrip('/')}/metadata/instance/compute?api-version={IMDS_API}"
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            data = get_json(url, {"Metadata": "true"}, max(0.5, remaining))
+            if not isinstance(data, dict):
+                raise FetchError("IMDS compute metadata is not an object")
+            return data
+        except FetchError as exc:
+            if not exc.transient or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+def rackdc_properties(compute: dict[str, Any], prefer_local: bool = True) -> str:
+    location = str(compute.get("location") or "").strip()
+    fd = str(compute.get("platformFaultDomain", "")).strip()
+    if not location:
+        raise FetchError("IMDS gave no compute.location (the dc)")
+    if not fd.isdigit():
+        raise FetchError(f"IMDS gave no usable platformFaultDomain ({fd!r})")
+    name = compute.get("name") or "this VM"
+    return (f"# cassandra-rackdc.properties for {name}, written by quorumgate topology "
+            f"rackdc from IMDS\n"
+            f"# dc = compute.location, rack = fault domain {fd}\n"
+            f"dc={location}\nrack=fd{fd}\n"
+            f"prefer_local={'true' if prefer_local else 'false'}\n")
+
+
+def main_rackdc(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="quorumgate topology rackdc",
+                                description="cassandra-rackdc.properties for this VM, "
+                                            "from IMDS (GossipingPropertyFileSnitch)")
+    p.add_argument("--imds-url", default=os.environ.get("QG_IMDS_URL") or IMDS_URL,
+                   help=f"IMDS base URL (default {IMDS_URL})")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds for IMDS, retries included (default 120: a VM's first "
+                        "IMDS call may take that long)")
+    p.add_argument("--no-prefer-local", action="store_true", help="prefer_local=false")
+    p.add_argument("-o", "--output", help="write this file (atomically) instead of stdout")
+    args = p.parse_args(list(argv))
+    try:
+        text = rackdc_properties(imds_compute(args.imds_url, args.timeout),
+                                 prefer_local=not args.no_prefer_local)
+    except FetchError as exc:
+        _say(f"error: IMDS {args.imds_url}: {exc}")
+        return 1
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    tmp = f"{args.output}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.output)
+    except OSError as exc:
+        _say(f"error: cannot write {args.output}: {exc.strerror or exc}")
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- dispatch
+
+SUBCOMMANDS = {
+    "hdfs": (main_hdfs, "HDFS rack-awareness script: HOST_OR_IP... -> /fd<N>/ud<M>"),
+    "labels": (main_labels, "Kubernetes node labels per VM (kubectl lines or --json)"),
+    "rackdc": (main_rackdc, "cassandra-rackdc.properties for this VM from IMDS"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: quorumgate topology <hdfs|labels|rackdc> [options]", ""]
+    lines += [f"  {name:<7} {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(usage(), file=sys.stderr)
+        return 2
+    if args[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"quorumgate topology: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return SUBCOMMANDS[name][0](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
