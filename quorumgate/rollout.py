@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
+
 from agent.config import build as build_agent_config
 from agent.daemon import Agent
 from coordinator.config import CoordinatorConfig
@@ -111,6 +113,10 @@ class RolloutSpec:
     drain_command: str | None = None
     restore_command: str | None = None
     coordinators: int = 2
+    strategy: str = "quorumgate"
+    """`quorumgate`; `never-ack` (no coordinator: the platform starts every event at
+    NotBefore); `ack-on-sight` (no coordinator: every event is acknowledged as soon as
+    it appears, as Microsoft's sample does)."""
     poll_interval_s: float | None = None
     """Agents' IMDS poll interval in virtual seconds (default: a quarter real second)."""
     policy: Policy = field(default_factory=Policy)
@@ -346,7 +352,8 @@ class Rollout:
         finally:
             client.stop()
             client.close()
-        for i in range(self.spec.coordinators):
+        coordinators = self.spec.coordinators if self.spec.strategy == "quorumgate" else 0
+        for i in range(coordinators):
             config = CoordinatorConfig(cluster=self.layout.cluster, zk_hosts=self.zk_hosts,
                                        identity=f"coordinator-{i + 1}", resync_s=0.2,
                                        zk_session_timeout_s=4.0, clock=self.clock.spec)
@@ -385,6 +392,9 @@ class Rollout:
         return self.emu.event(eid)["status"] not in ("Scheduled", "Started")
 
     def _settled(self, eid: str) -> bool:
+        if not self.coordinators:
+            vms = self.emu.sim.vms(self.clock.now())
+            return self._event_over(eid) and not any(v.down for v in vms)
         decision = self.watcher.decisions.get(eid)
         return self._event_over(eid) and decision is not None and (
             decision.state is S.RESTORED or
@@ -401,6 +411,8 @@ class Rollout:
         else:
             self.schedule_ud(uds.pop(0))
         while time.monotonic() < deadline:
+            if self.spec.strategy == "ack-on-sight":
+                self._ack_on_sight()
             if all(self._event_over(eid) for eid in self.scheduled):
                 if not uds:
                     if all(self._settled(eid) for eid in self.scheduled):
@@ -409,6 +421,18 @@ class Rollout:
                     self.schedule_ud(uds.pop(0))
             time.sleep(0.05)
         return self.summary(started)
+
+    def _ack_on_sight(self) -> None:
+        """What a naive client does: POST StartRequests for every event it sees."""
+        for eid in self.scheduled:
+            event = self.emu.event(eid)
+            if event["status"] == "Scheduled" and not event.get("acks"):
+                vm = event["resources"][0]
+                with contextlib.suppress(httpx.HTTPError):  # a 429 is retried next loop
+                    httpx.post(f"{self.emu.vm_url(vm)}/metadata/scheduledevents",
+                               params={"api-version": "2020-07-01"},
+                               headers={"Metadata": "true"}, trust_env=False, timeout=5,
+                               json={"StartRequests": [{"EventId": eid}]})
 
     # ------------------------------------------------------------ the checker
 

@@ -42,3 +42,21 @@ def test_acknowledge_together_one_ud_at_a_time(zk_hosts: str, zk_cluster: str) -
     assert summary.acknowledged == 3, summary.table()
     starts = sorted(e.started_at or 0 for e in summary.events)
     assert starts[0] < starts[1] < starts[2], "one update domain at a time"
+
+
+def test_baselines_on_the_same_cluster(zk_hosts: str, zk_cluster: str) -> None:
+    """Acknowledge-on-sight breaks the badly placed group; never-ack waits every notice."""
+    groups = [GroupSpec("bad", ["vm-3", "vm-6", "vm-4"])]
+    results = {}
+    for strategy in ("ack-on-sight", "never-ack"):
+        spec = RolloutSpec(cluster={"vms": 9, "fds": 3, "uds": 3}, groups=groups,
+                           strategy=strategy, speed=240, timeout_s=90)
+        with rollout_stack(spec, zk_hosts, f"{zk_cluster}-{strategy}",
+                           out=lambda line: None) as rollout:
+            results[strategy] = rollout.run()
+    sight, never = results["ack-on-sight"], results["never-ack"]
+    assert sight.completed and never.completed
+    assert sight.acknowledged == 3 and sight.violations, "the checker sees the broken group"
+    assert "group bad" in sight.violations[0]
+    assert never.acknowledged == 0 and never.forced == 3 and never.violations == []
+    assert never.rollout_s > 3 * 900, "three full notices, one after the other"
