@@ -2,6 +2,8 @@
 
 Commands are imported lazily so that `quorumgate agent` on a VM never imports the
 coordinator's web stack, and a broken optional part cannot break the others.
+A command is `module` (its `main(argv)`) or `module:function` (that function), so that
+several commands can share one module.
 """
 
 from __future__ import annotations
@@ -15,6 +17,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "imds-sim": ("imds_sim.cli", "Azure IMDS emulator serving many simulated VMs"),
     "demo": ("quorumgate.demo", "local stack and a maintenance rollout"),
     "zk": ("quorumgate.zkserver", "run a local ZooKeeper (standalone or ensemble)"),
+    "topology": ("quorumgate.topology",
+                 "topology tools: HDFS rack script, Kubernetes labels, Cassandra rackdc"),
+    # operator commands against the coordinator API (quorumgate/ctl.py)
+    "status": ("quorumgate.ctl:main_status", "cluster and coordinator status at a glance"),
+    "vms": ("quorumgate.ctl:main_vms", "VMs with fault/update domain and state (--grid)"),
+    "events": ("quorumgate.ctl:main_events", "scheduled events with our decision and reason"),
+    "event": ("quorumgate.ctl:main_event", "one event: decision, timeline, acknowledgement"),
+    "hold": ("quorumgate.ctl:main_hold", "hold an event with a reason"),
+    "release": ("quorumgate.ctl:main_release", "release an operator hold"),
+    "force": ("quorumgate.ctl:main_force", "force-approve an event (reason required)"),
+    "pause": ("quorumgate.ctl:main_pause", "pause every new drain and approval"),
+    "resume": ("quorumgate.ctl:main_resume", "resume drains and approvals"),
+    "groups": ("quorumgate.ctl:main_groups", "replica groups: list, show, put, delete"),
+    "audit": ("quorumgate.ctl:main_audit", "the audit log, newest last"),
+    "placement": ("quorumgate.ctl:main_placement",
+                  "choose VMs for N replicas spread over FDs and UDs"),
+    "placement-audit": ("quorumgate.ctl:main_placement_audit",
+                        "groups one UD or FD loss would break, with the fix"),
 }
 
 
@@ -34,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"quorumgate: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, _, function = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, function or "main")(rest) or 0)
 
 
 if __name__ == "__main__":
