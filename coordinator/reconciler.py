@@ -32,6 +32,7 @@ from coordinator.store import (
     ClusterView,
     DecisionsRead,
     FencedWriter,
+    WriteResult,
     build_snapshot,
     read_decisions,
     trim_audit,
@@ -161,22 +162,22 @@ class Reconciler:
         gates = self.gates.results(gates_needed(view, read))
         snap = build_snapshot(view, read, now, gates)
         changes = decide(snap)
-        drain_versions = {vm: item.version for vm, item in view.records["drain"].items()}
         writer = FencedWriter(self.client, self.layout, fence, f"coordinator:{self.identity}",
-                              read, drain_versions)
+                              read, view.versions("drain"))
         written: list[Change] = []
         for change in changes:
             if not self._connected.is_set():
                 break
-            if not writer.write(change, now):
-                self.metrics.writes.labels("refused").inc()
-                if self.client.exists(fence) is None:
-                    raise FenceLost(fence)
-                self._wake.set()  # re-read and retry at once
-                break
-            self.metrics.writes.labels("ok").inc()
-            written.append(change)
-            self._observe(change, snap.events.get(change.decision.event_id), now)
+            result = writer.write(change, now)
+            self.metrics.writes.labels(result.value).inc()
+            if result is WriteResult.WRITTEN:
+                written.append(change)
+                self._observe(change, snap.events.get(change.decision.event_id), now)
+                continue
+            self._wake.set()  # re-read and retry at once
+            if result is WriteResult.FENCED and self.client.exists(fence) is None:
+                raise FenceLost(fence)
+            break  # later changes were decided assuming this one landed: re-read first
         decisions = {eid: item.record for eid, item in read.decisions.items()}
         decisions.update({c.decision.event_id: c.decision for c in written})
         self.metrics.observe_decisions(decisions)

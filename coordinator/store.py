@@ -19,10 +19,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, RolledBackError
 from kazoo.recipe.cache import TreeCache, TreeEvent
 from pydantic import BaseModel
 
@@ -72,7 +73,14 @@ class ClusterView:
     policy_version: int
 
     def folder(self, name: str) -> dict[str, Any]:
-        return {key: item.record for key, item in self.records.get(name, {}).items()}
+        """The valid records of a folder (malformed ones are left out)."""
+        return {key: item.record for key, item in self.records.get(name, {}).items()
+                if item.record is not None}
+
+    def versions(self, name: str) -> dict[str, int]:
+        """Znode versions of every record of a folder, malformed ones included: a writer
+        must be able to overwrite a malformed record (compare-and-set), not trip on it."""
+        return {key: item.version for key, item in self.records.get(name, {}).items()}
 
     @property
     def registrations(self) -> dict[str, VMRegistration]:
@@ -188,11 +196,7 @@ class ClusterCache:
             current = items.get(name)
             if current is not None and current.version == node.stat.version:
                 return
-            record = decode(record_type, node.data, path)
-            if record is None:
-                items.pop(name, None)
-            else:
-                items[name] = Versioned(node.stat.version, record)
+            items[name] = Versioned(node.stat.version, decode(record_type, node.data, path))
 
     def _apply_policy(self, kind: int, node: Any) -> None:
         if kind == TreeEvent.NODE_REMOVED:
@@ -225,6 +229,9 @@ class DecisionsRead:
 
     folder_version: int
     decisions: dict[str, Versioned] = field(default_factory=dict)
+    """Valid decisions only."""
+    versions: dict[str, int] = field(default_factory=dict)
+    """Every decision znode's version, malformed ones included."""
 
 
 def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
@@ -238,6 +245,7 @@ def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
             data, node_stat = result.get(timeout=30)
         except NoNodeError:
             continue
+        out.versions[name] = node_stat.version
         record = decode(Decision, data, layout.decision(name))
         if record is not None:
             out.decisions[name] = Versioned(node_stat.version, record)
@@ -263,6 +271,16 @@ def build_snapshot(view: ClusterView, read: DecisionsRead, now: float,
 # ---------------------------------------------------------------- the leader's writes
 
 
+class WriteResult(Enum):
+    WRITTEN = "written"
+    FENCED = "fenced"
+    """Our election znode is gone (or the write could not be sent): we may be deposed."""
+    STALE = "stale"
+    """The decisions folder moved since we read it: re-read before deciding more."""
+    CONFLICT = "conflict"
+    """This change's own records moved (an agent wrote): retry it on the next pass."""
+
+
 class FencedWriter:
     """Writes the core's changes as fenced compare-and-set transactions."""
 
@@ -273,11 +291,11 @@ class FencedWriter:
         self.fence_path = fence_path
         self.actor = actor
         self.folder_version = read.folder_version
-        self.versions = {eid: item.version for eid, item in read.decisions.items()}
+        self.versions = dict(read.versions)
         self.drain_versions = drain_versions
 
-    def write(self, change: Change, now: float) -> bool:
-        """True when the change landed; False (logged) when fencing or a version refused it."""
+    def write(self, change: Change, now: float) -> WriteResult:
+        """Whether the change landed, and if not, which guard refused it."""
         eid = change.decision.event_id
         txn = self.client.transaction()
         txn.check(self.fence_path, 0)
@@ -299,17 +317,20 @@ class FencedWriter:
             results = txn.commit()
         except KazooException as exc:
             log.warning("write of %s failed: %r", eid, exc)
-            return False
-        failures = [r for r in results if isinstance(r, Exception)]
-        if failures:
+            return WriteResult.FENCED
+        if any(isinstance(r, Exception) for r in results):
+            refused = [(i, r) for i, r in enumerate(results)
+                       if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
             log.info("write of %s refused (%s); will re-read", eid,
-                     ", ".join(type(f).__name__ for f in failures[:3]))
-            return False
+                     ", ".join(f"op {i}: {type(r).__name__}" for i, r in refused[:3]))
+            first = refused[0][0] if refused else 0
+            return (WriteResult.FENCED if first == 0 else
+                    WriteResult.STALE if first == 1 else WriteResult.CONFLICT)
         self.folder_version += 1
         self.versions[eid] = self.versions.get(eid, -1) + 1
         for rec in change.drains:
             self.drain_versions[rec.vm] = self.drain_versions.get(rec.vm, -1) + 1
-        return True
+        return WriteResult.WRITTEN
 
 
 def audit_entries(change: Change, actor: str, now: float) -> Iterable[AuditEntry]:

@@ -8,7 +8,13 @@ from kazoo.client import KazooClient
 from coordinator.config import CoordinatorConfig
 from coordinator.node import CoordinatorNode
 from coordinator.safety import Change
-from coordinator.store import DecisionsRead, FencedWriter, ensure_layout, read_decisions
+from coordinator.store import (
+    DecisionsRead,
+    FencedWriter,
+    WriteResult,
+    ensure_layout,
+    read_decisions,
+)
 from registry.codec import decode, encode
 from registry.layout import Layout
 from registry.records import (
@@ -113,17 +119,36 @@ def test_malformed_records_are_skipped(zk_hosts: str, zk: KazooClient, cluster: 
         coordinator.stop()
 
 
+def test_malformed_drain_and_decision_records_are_overwritten_not_fatal(
+        zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    """Garbage where the leader must write would otherwise fail every transaction."""
+    zk.create(cluster.drain("vm-0"), b"garbage", makepath=True)
+    zk.create(cluster.decision("E1"), b"{also garbage", makepath=True)
+    coordinator = node(zk_hosts, cluster, "c1")
+    try:
+        schedule(zk, cluster, "E1", ["vm-0"])
+        schedule(zk, cluster, "E2", ["vm-3"])
+        got = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
+                         d.state is S.DRAINING and d, 10)
+        assert got.reserved == ["vm-0"]
+        rec = decode(DrainRecord, zk.get(cluster.drain("vm-0"))[0])
+        assert rec is not None and rec.event_id == "E1"
+        wait_until(lambda: (d := decision(zk, cluster, "E2")) and d.state is S.DRAINING, 10)
+    finally:
+        coordinator.stop()
+
+
 def test_deposed_leader_cannot_write(zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
     """A write fenced by an election znode that is gone fails, whatever it carries."""
     fence = cluster.election + "/gone-node"
     read = read_decisions(zk, cluster)
     change = Change(None, Decision(event_id="E9", state=S.APPROVED, acker="vm-0", approval=1))
     writer = FencedWriter(zk, cluster, fence, "test", read, {})
-    assert writer.write(change, 0.0) is False
+    assert writer.write(change, 0.0) is WriteResult.FENCED
     assert not zk.exists(cluster.decision("E9"))
     zk.create(fence, b"", ephemeral=True)
     writer = FencedWriter(zk, cluster, fence, "test", read_decisions(zk, cluster), {})
-    assert writer.write(change, 0.0) is True
+    assert writer.write(change, 0.0) is WriteResult.WRITTEN
 
 
 def test_stale_view_of_decisions_cannot_write(zk: KazooClient, cluster: Layout) -> None:
@@ -132,10 +157,10 @@ def test_stale_view_of_decisions_cannot_write(zk: KazooClient, cluster: Layout) 
     stale = read_decisions(zk, cluster)
     fresh = FencedWriter(zk, cluster, fence, "a", read_decisions(zk, cluster), {})
     assert fresh.write(Change(None, Decision(event_id="E1", state=S.DRAINING,
-                                             reserved=["vm-0"])), 0.0)
+                                             reserved=["vm-0"])), 0.0) is WriteResult.WRITTEN
     late = FencedWriter(zk, cluster, fence, "b", stale, {})
-    assert not late.write(Change(None, Decision(event_id="E2", state=S.DRAINING,
-                                                reserved=["vm-1"])), 0.0)
+    assert late.write(Change(None, Decision(event_id="E2", state=S.DRAINING,
+                                            reserved=["vm-1"])), 0.0) is WriteResult.STALE
     assert isinstance(stale, DecisionsRead)
 
 
