@@ -186,6 +186,9 @@ class VMSupervisor:
         self.workload = workload or Workload()
         self.agents: dict[str, Agent] = {}
         self.restarts = 0
+        self._rebooting: set[str] = set()
+        self.suspended: dict[str, float] = {}
+        """vm -> monotonic time until which its agent stays dead (a nemesis kill)."""
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vm-power")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vm-supervisor", daemon=True)
@@ -205,14 +208,29 @@ class VMSupervisor:
             for vm in self.emu.sim.vms(self.emu.clock.now()):
                 with self._lock:
                     agent = self.agents.get(vm.name)
-                    if vm.down and agent is not None:
-                        del self.agents[vm.name]
-                        self._pool.submit(agent.stop, 5.0)  # the reboot kills the agent
+                    if vm.down and vm.name not in self._rebooting:
+                        self._rebooting.add(vm.name)  # the reboot kills everything on it
+                        if agent is not None:
+                            del self.agents[vm.name]
+                            self._pool.submit(agent.stop, 5.0)
                         self._pool.submit(self.workload.vm_down, vm.name)
                     elif not vm.down and agent is None:
-                        self._pool.submit(self.workload.vm_up, vm.name)
+                        if self.suspended.get(vm.name, 0) > time.monotonic():
+                            continue
+                        if vm.name in self._rebooting:
+                            self._rebooting.discard(vm.name)
+                            self._pool.submit(self.workload.vm_up, vm.name)
                         self.agents[vm.name] = self.make_agent(vm.name)
                         self.restarts += 1
+
+    def kill_agent(self, name: str, for_s: float) -> bool:
+        """Kill a VM's agent (not the VM): it stays dead for `for_s` real seconds."""
+        with self._lock:
+            self.suspended[name] = time.monotonic() + for_s
+            agent = self.agents.pop(name, None)
+        if agent is not None:
+            self._pool.submit(agent.stop, 5.0)
+        return agent is not None
 
     def stop(self) -> None:
         self._stop.set()
@@ -392,7 +410,7 @@ class Rollout:
         return self.emu.event(eid)["status"] not in ("Scheduled", "Started")
 
     def _settled(self, eid: str) -> bool:
-        if not self.coordinators:
+        if self.spec.strategy != "quorumgate":
             vms = self.emu.sim.vms(self.clock.now())
             return self._event_over(eid) and not any(v.down for v in vms)
         decision = self.watcher.decisions.get(eid)
