@@ -385,3 +385,49 @@ def test_dashboard_in_headless_chromium(follower: Api, zk: KazooClient, cluster:
     errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
               and "401" not in e.get("message", "")]
     assert errors == []
+
+
+BADGES = ("return [...document.querySelectorAll('#events tbody > tr > td:nth-child(4) > "
+          ".badge')].map(b => b.textContent)")
+"""The decision state of each event row (not the timeline's badges)."""
+
+
+def test_dashboard_follows_a_real_rollout(zk_hosts: str, zk_cluster: str, browser) -> None:
+    """The demo's harness (emulator, agents, a leader) with the page on the leader: the
+    page goes through the drains, the reboots and back to every VM up, without a reload."""
+    import threading
+
+    from coordinator.api import create_app
+    from quorumgate.rollout import GroupSpec, RolloutSpec, rollout_stack
+    from tests.coordinator.test_api_support import serve_app
+
+    spec = RolloutSpec(cluster={"vms": 4, "fds": 2, "uds": 2}, coordinators=1, speed=120,
+                       groups=[GroupSpec("pair", ["vm-0", "vm-1"], min_available=1)],
+                       drain_command="sleep 1", timeout_s=60)
+    seen_vm: set[str] = set()
+    seen_event: set[str] = set()
+    with rollout_stack(spec, zk_hosts, zk_cluster, out=lambda line: None) as rollout:
+        node = rollout.coordinators[0]
+        node.config.tokens[VIEWER] = "viewer"
+        with serve_app(create_app(node)) as url:
+            browser.get(f"{url}/#token={VIEWER}")
+            _wait(browser, lambda d: len(_chip_states(d)) == 4, "the grid")
+            result: dict[str, object] = {}
+            runner = threading.Thread(target=lambda: result.update(summary=rollout.run()),
+                                      daemon=True)
+            runner.start()
+            while runner.is_alive():
+                seen_vm.update(_chip_states(browser).values())
+                seen_event.update(_js(browser, BADGES))
+                time.sleep(0.05)
+            runner.join()
+            summary = result["summary"]
+            assert summary.completed and not summary.violations, summary.table()
+            _wait(browser, lambda d: set(_chip_states(d).values()) == {"up"}, "all up", 10)
+            _wait(browser, lambda d: _js(d, BADGES) == ["restored", "restored"],
+                  "both events restored", 10)
+            leader = _js(browser, "return document.getElementById('cards').textContent")
+            assert "this replica leads" in leader
+            browser.get("about:blank")  # close the stream before the server stops
+    assert {"draining", "rebooting"} <= seen_vm, seen_vm
+    assert seen_event & {"draining", "approved", "acknowledged", "started"}, seen_event
