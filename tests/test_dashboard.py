@@ -287,12 +287,12 @@ def _chromium_missing() -> str | None:
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     if problem := _chromium_missing():
         if _under_ci():
             pytest.fail(f"headless Chromium required under CI: {problem}", pytrace=False)
         pytest.skip(problem)
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download anything
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not download anything
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
