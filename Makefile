@@ -1,6 +1,7 @@
 # Every target bootstraps first: a fresh machine needs nothing installed by hand.
 #   make test  [PYTEST_ARGS="-k ensemble -x"]
 #   make demo  [DEMO_ARGS="--once"]
+#   make bench [BENCH_ARGS="--full"]   (tables; plots in bench/out/)
 #   make lint | make clean | make distclean
 # BOOTSTRAP_ARGS="--with chromium" asks the bootstrap for more system packages.
 
@@ -9,9 +10,10 @@ SHELL := bash
 VENV := .venv
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 BOOTSTRAP_ARGS ?=
 
-.PHONY: bootstrap test demo lint clean distclean
+.PHONY: bootstrap test demo bench lint clean distclean
 
 bootstrap:
 	@bash scripts/bootstrap.sh $(BOOTSTRAP_ARGS)
@@ -21,6 +23,9 @@ test: bootstrap
 
 demo: bootstrap
 	$(VENV)/bin/quorumgate demo $(DEMO_ARGS)
+
+bench: bootstrap
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
