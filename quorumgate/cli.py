@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "coordinator": ("coordinator.main", "leader-elected decision service with REST API"),
     "imds-sim": ("imds_sim.cli", "Azure IMDS emulator serving many simulated VMs"),
     "demo": ("quorumgate.demo", "local stack and a maintenance rollout"),
+    "chaos": ("quorumgate.chaos", "seeded nemesis against a real stack, with an outside checker"),
     "zk": ("quorumgate.zkserver", "run a local ZooKeeper (standalone or ensemble)"),
     "topology": ("quorumgate.topology",
                  "topology tools: HDFS rack script, Kubernetes labels, Cassandra rackdc"),
