@@ -32,6 +32,7 @@ from agent.config import build as build_agent_config
 from agent.daemon import Agent
 from coordinator.config import CoordinatorConfig
 from coordinator.node import CoordinatorNode
+from coordinator.providers import ProviderConfig
 from coordinator.store import ensure_layout, put_policy, put_record
 from imds_sim.testing import Emulator, running_emulator
 from registry.clock import VirtualClock
@@ -121,6 +122,11 @@ class RolloutSpec:
     """Agents' IMDS poll interval in virtual seconds (default: a quarter real second)."""
     policy: Policy = field(default_factory=Policy)
     workload: Workload = field(default_factory=Workload)
+    providers: list[ProviderConfig] = field(default_factory=list)
+    """Group providers for the coordinators (groups whose membership a system keeps)."""
+    checked_groups: list[GroupSpec] = field(default_factory=list)
+    """Groups the checker watches that are not written as static config (their
+    membership comes from `providers`)."""
     timeout_s: float = 180.0
     """Real seconds before the rollout gives up."""
 
@@ -374,7 +380,8 @@ class Rollout:
         for i in range(coordinators):
             config = CoordinatorConfig(cluster=self.layout.cluster, zk_hosts=self.zk_hosts,
                                        identity=f"coordinator-{i + 1}", resync_s=0.2,
-                                       zk_session_timeout_s=4.0, clock=self.clock.spec)
+                                       zk_session_timeout_s=4.0, clock=self.clock.spec,
+                                       providers=self.spec.providers)
             node = CoordinatorNode(config, self.clock)
             node.start(timeout=15)
             self.coordinators.append(node)
@@ -504,7 +511,7 @@ class Rollout:
                     (begin, until if until is not None else float("inf"), "drained", eid))
         moments = sorted({s[0] for items in spans.values() for s in items})
         problems = []
-        for group in self.spec.groups:
+        for group in [*self.spec.groups, *self.spec.checked_groups]:
             required = (len(group.members) // 2 + 1 if group.min_available == "majority"
                         else int(group.min_available))
             for at in moments:
