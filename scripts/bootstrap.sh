@@ -35,9 +35,13 @@ have_zookeeper() {
 packages_chromium() { echo chromium chromium-driver; }
 have_chromium() { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }
 
-packages_patroni() { echo patroni postgresql; }
+# python3-kazoo: Patroni's ZooKeeper DCS (the package only depends on etcd|consul|kazoo|...);
+# curl and jq: the Patroni drain/restore hooks in deploy/hooks.
+packages_patroni() { echo patroni postgresql python3-kazoo curl jq; }
 have_patroni() {
-    command -v patroni >/dev/null && compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null
+    command -v patroni >/dev/null && compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null \
+        && /usr/bin/python3 -c 'import kazoo' 2>/dev/null \
+        && command -v curl >/dev/null && command -v jq >/dev/null
 }
 
 known_feature() { declare -F "have_$1" >/dev/null && declare -F "packages_$1" >/dev/null; }
