@@ -209,10 +209,12 @@ def verdicts(core_rows: list[core.CoreRow], coord: list[dict[str, Any]],
     big = [r for r in core_rows if r.vms == max(x.vms for x in core_rows)]
     if big:
         worst = max(max(r.new_ms, r.approve_ms, r.idle_ms) for r in big)
-        share = statistics.fmean(r.index_ms / max(r.new_ms, 1e-9) for r in big)
-        out.append(f"core at {big[0].vms} VMs: worst {worst:.1f} ms per decide vs target "
-                   f"< 10 ms: {'met' if worst < 10 else 'MISSED'} (the O(cluster) "
-                   f"Availability build is {share:.0%} of a new-event decision)")
+        best = max(r.new_min_ms for r in big)
+        share = statistics.fmean(r.index_min_ms / max(r.new_min_ms, 1e-9) for r in big)
+        out.append(f"core at {big[0].vms} VMs: worst median {worst:.1f} ms per decide "
+                   f"(minimum {best:.1f} ms) vs target < 10 ms: "
+                   f"{'met' if worst < 10 else 'MISSED'} (the O(cluster) Availability "
+                   f"build alone is {share:.0%} of a new-event decision, by minima)")
     for r in coord:
         for a in r.get("api", []):
             if a["path"] == "/v1/topology" and a["clients"] == CLIENTS:
@@ -232,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="coordinator sizes in VMs (default 100,1000,10000)")
     parser.add_argument("--events", type=int, help="events per size (default 30; full 100)")
     parser.add_argument("--e2e-events", type=int, help="end-to-end events (default 15; full 40)")
-    parser.add_argument("--e2e-vms", default="100",
-                        help="end-to-end cluster sizes (default 100; e.g. 100,15 to compare)")
+    parser.add_argument("--e2e-vms", default="100,15",
+                        help="end-to-end cluster sizes (default 100,15: 15 for comparison)")
     parser.add_argument("--api-seconds", type=float, help="per route (default 10; full 30)")
     parser.add_argument("--skip", default="", help="comma list of: core, coordinator, api, e2e")
     parser.add_argument("--out", type=Path, default=OUT)
