@@ -19,7 +19,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh $(BOOTSTRAP_ARGS)
 
 test: bootstrap
-	bash scripts/bootstrap.sh --with chromium $(BOOTSTRAP_ARGS) && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	bash scripts/bootstrap.sh --with chromium --with patroni $(BOOTSTRAP_ARGS) && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(VENV)/bin/quorumgate demo $(DEMO_ARGS)
