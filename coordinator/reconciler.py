@@ -120,6 +120,10 @@ class Reconciler:
             if not self._connected.wait(timeout=1.0):
                 continue
             self._lost.clear()
+            # A fresh recipe each campaign: after a lost session kazoo's Lock may still
+            # believe it holds the old (gone) node and never contend again.
+            self.election = Election(self.client, self.layout.election,
+                                     identifier=self.identity)
             try:
                 self.election.run(self._lead)
             except KazooException as exc:

@@ -59,7 +59,7 @@ class VMState(Record):
 
 # ---------------------------------------------------------------- groups
 
-MinAvailable = int | Literal["majority"]
+MinAvailable = Annotated[int, Field(ge=0)] | Literal["majority"]
 
 
 class Group(Record):

@@ -128,7 +128,40 @@ def create_app(node: CoordinatorNode) -> FastAPI:
     dashboard = _optional_module(DASHBOARD_MODULE)
     if dashboard is not None:
         app.include_router(dashboard.router)
+    _document_validation_errors(app)
     return app
+
+
+VALIDATION_ERROR_SCHEMA = {
+    "title": "ValidationErrorOut",
+    "type": "object",
+    "required": ["detail", "errors"],
+    "properties": {
+        "detail": {"type": "string", "description": "every problem in one sentence"},
+        "errors": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"loc": {"type": "array", "items": {"anyOf": [{"type": "string"},
+                                                                        {"type": "integer"}]}},
+                           "msg": {"type": "string"}, "type": {"type": "string"}}}},
+    },
+}
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """The schema must say what a 422 really carries (see `install_error_handlers`):
+    FastAPI documents its default shape, which this API does not send."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = VALIDATION_ERROR_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _timeout(request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,7 @@ from registry.layout import Layout
 from registry.records import DecisionState, Group
 from registry.zk import make_client
 from tests.coordinator.test_reconciler import decision, finish_drains, register, schedule
-from tests.helpers import wait_until
+from tests.helpers import expire_session, wait_until
 
 S = DecisionState
 
@@ -116,12 +116,10 @@ def test_suspended_leader_stops_deciding_at_once(zk_server: ZooKeeperServer, set
 def test_expired_session_steps_down_and_campaigns_again(
         zk_server: ZooKeeperServer, setup) -> None:
     client, layout = setup(zk_server.hosts)
-    node = start_node(zk_server.hosts, layout.cluster, session_s=2.0)
+    node = start_node(zk_server.hosts, layout.cluster, session_s=4.0)
     try:
         fence_before = node.reconciler.election.lock.node
-        zk_server.pause()
-        time.sleep(4.0)  # longer than the session: the server expires it on resume
-        zk_server.resume()
+        expire_session(node.client, zk_server.hosts)  # server side: its election node goes
         wait_until(lambda: node.reconciler.is_leader and
                    node.reconciler.election.lock.node not in (None, fence_before), 30,
                    message="leader again with a new fence")

@@ -42,7 +42,8 @@ def get_policy(view: View, _: Viewer, response: Response) -> PolicyOut:
     return _policy_out(view.policy, view.policy_version, response)
 
 
-@router.put("/policy", response_model=PolicyOut, dependencies=[Connected], responses=CONFLICT,
+@router.put("/policy", response_model=PolicyOut, dependencies=[Connected],
+            responses={**CONFLICT, 400: {"description": "If-Match is not a policy version"}},
             summary="Replace the decision policy (compare-and-set)")
 def put_policy(body: PolicyIn, node: NodeDep, writes: Writes, caller: Operator,
                response: Response,
