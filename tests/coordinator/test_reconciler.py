@@ -230,3 +230,35 @@ def test_command_provider_membership_change_changes_a_decision(
         assert stored.source == "provider:file" and stored.members == ["vm-3", "vm-4", "vm-5"]
     finally:
         coordinator.stop()
+
+
+def test_failover_mid_ack_sends_no_second_approval(
+        zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    """The leader dies while the acker is sending: the new one neither re-approves nor
+    revokes; the event starting is recorded as ours."""
+    from registry.records import AckRecord, AckState
+
+    first = node(zk_hosts, cluster, "c1")
+    wait_until(lambda: first.reconciler.is_leader, 10)
+    second = node(zk_hosts, cluster, "c2")
+    try:
+        schedule(zk, cluster, "E1", ["vm-0"])
+        wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.DRAINING, 10)
+        finish_drains(zk, cluster)
+        approved = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
+                              d.state is S.APPROVED and d, 10)
+        zk.create(cluster.ack("E1"), encode(AckRecord(
+            event_id="E1", approval=approved.approval, vm="vm-0", state=AckState.SENDING)),
+            makepath=True)
+        first.stop()  # mid-ack
+        wait_until(lambda: second.reconciler.is_leader, 15)
+        data, stat = zk.get(cluster.event("E1"))
+        started = decode(PlatformEvent, data).model_copy(update={
+            "status": PlatformStatus.STARTED, "started_at": 1.0, "not_before": None})
+        zk.set(cluster.event("E1"), encode(started), version=stat.version)
+        done = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
+                          d.state is S.STARTED and d, 10)
+        assert done.approval == approved.approval and done.ours
+        assert [t.to for t in done.history].count(S.APPROVED) == 1
+    finally:
+        second.stop()
