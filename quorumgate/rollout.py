@@ -21,12 +21,14 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
+import uvicorn
 
 from agent.config import build as build_agent_config
 from agent.daemon import Agent
@@ -129,6 +131,8 @@ class RolloutSpec:
     membership comes from `providers`)."""
     timeout_s: float = 180.0
     """Real seconds before the rollout gives up."""
+    api: bool = False
+    """Serve each coordinator's REST API and dashboard on a free loopback port."""
 
     @property
     def uds(self) -> int:
@@ -343,6 +347,10 @@ class Rollout:
         self.supervisor = VMSupervisor(emu, self._agent, spec.workload)
         self.watcher = Watcher(zk_hosts, layout, self.clock, self.clock.now(), self.ud_of, out)
         self.scheduled: list[str] = []
+        self.api_urls: list[str] = []
+        self._servers: list[tuple[uvicorn.Server, threading.Thread, Any]] = []
+        self.operator_token = f"op-{uuid.uuid4().hex}"
+        self.viewer_token = f"view-{uuid.uuid4().hex}"
 
     # ------------------------------------------------------------ parts
 
@@ -382,22 +390,57 @@ class Rollout:
                                        identity=f"coordinator-{i + 1}", resync_s=0.2,
                                        zk_session_timeout_s=4.0, clock=self.clock.spec,
                                        providers=self.spec.providers)
+            if self.spec.api:
+                config = config.model_copy(update={"tokens": {
+                    self.operator_token: "operator", self.viewer_token: "viewer"}})
             node = CoordinatorNode(config, self.clock)
             node.start(timeout=15)
             self.coordinators.append(node)
+            if self.spec.api:
+                self.api_urls.append(self._serve(node))
         self.spec.workload.setup(self)
         self.supervisor.start()
         self.watcher.start()
 
+    def _serve(self, node: CoordinatorNode) -> str:
+        from coordinator.api import create_app
+        from imds_sim.server import bind
+
+        sock = bind("127.0.0.1", 0)
+        server = uvicorn.Server(uvicorn.Config(create_app(node), log_level="warning",
+                                               lifespan="off", timeout_graceful_shutdown=2))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                  name=f"api-{node.config.identity}", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._servers.append((server, thread, sock))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
     def stop(self) -> None:
-        for step in (self.watcher.stop, self.supervisor.stop,
+        for step in (self.watcher.stop, self.supervisor.stop, self._stop_servers,
                      *[c.stop for c in self.coordinators], self.spec.workload.teardown):
             with contextlib.suppress(Exception):
                 step()
 
+    def _stop_servers(self) -> None:
+        for server, _, _ in self._servers:
+            server.should_exit = True
+        for _, thread, sock in self._servers:
+            thread.join(5)
+            sock.close()
+
     def endpoints(self) -> list[str]:
         """Where an operator can look while the rollout runs."""
-        return []
+        lines = []
+        for node, url in zip(self.coordinators, self.api_urls, strict=False):
+            lines.append(f"{node.config.identity:<14} {url}  (API; OpenAPI at {url}/docs)")
+        if self.api_urls:
+            lines.append(f"dashboard      {self.api_urls[0]}/#token={self.viewer_token}")
+            lines.append(f"operator CLI   QG_URL={self.api_urls[0]} "
+                         f"QG_TOKEN={self.operator_token} quorumgate status")
+        return lines
 
     # ------------------------------------------------------------ the rollout
 
