@@ -6,6 +6,8 @@ given, the IMDS emulator with a simulated cluster (15 VMs over 3 FDs x 5 UDs, fo
 and two coordinator replicas. Then the platform walks the update domains one by one on
 a virtual clock; the terminal shows each event's drains, approval, acknowledgement,
 reboot and restore, and the holds with their reasons; finally a summary table.
+`--workload patroni` puts a real Patroni/PostgreSQL cluster on three of the VMs
+(quorumgate/workloads/patroni.py) and reports lost writes, outages and failovers.
 Everything it starts it stops on the way out.
 """
 
@@ -46,8 +48,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--fds", type=int, default=3, help="fault domains")
     parser.add_argument("--uds", type=int, default=5, help="update domains")
     parser.add_argument("--vms", type=int, default=15, help="simulated VMs")
-    parser.add_argument("--speed", type=float, default=60.0,
-                        help="virtual seconds per real second (default 60: 15 min in 15 s)")
+    parser.add_argument("--speed", type=float, default=None,
+                        help="virtual seconds per real second (default 60: 15 min in 15 s; "
+                             "15 with --workload patroni, which runs in real time)")
     parser.add_argument("--walk", choices=["sequential", "together"], default="sequential",
                         help="one UD's event after the other (Azure's walk) or all at once")
     parser.add_argument("--coordinators", type=int, default=2, help="coordinator replicas")
@@ -55,6 +58,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                         help="how long each VM's drain hook takes, in virtual seconds")
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="real seconds before the rollout gives up")
+    parser.add_argument("--workload", choices=["none", "patroni"], default="none",
+                        help="patroni: a real 3-member Patroni/PostgreSQL cluster on vm-0..2 "
+                             "(one per UD), its group from Patroni's members in ZooKeeper, "
+                             "switchover drains and a write load (6 VMs, 3 FDs x 3 UDs)")
     return parser.parse_args(list(argv))
 
 
@@ -121,6 +128,21 @@ def topology_grid(vms: list[dict[str, Any]]) -> str:
     return "\n".join("  " + " ".join(f"{cell:<{width}}" for cell in row).rstrip() for row in rows)
 
 
+def workload_lines(report: dict[str, Any]) -> str:
+    """The workload's figures under the summary table (Patroni: writes and failovers)."""
+    if "acknowledged_writes" not in report:
+        return ""
+    outage = report.get("longest_write_outage_s")
+    failed = report.get("failed_write_s")
+    return (f"writes acknowledged {report['acknowledged_writes']}  lost "
+            f"{report['lost_writes']}  longest write outage "
+            f"{outage if outage is not None else '-'} s  failed writes "
+            f"{failed if failed is not None else '-'} s (real)\n"
+            f"leader changes {len(report.get('leader_changes', []))}: switchovers by the "
+            f"drain hook {report.get('switchovers_by_hook', 0)}, unplanned failovers "
+            f"{report.get('unplanned_failovers', 0)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     from quorumgate.rollout import RolloutSpec, rollout_stack  # lazy: heavy imports
@@ -130,14 +152,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
+    handled: tuple[type[Exception], ...] = (DemoError, ZooKeeperError)
+    if args.workload == "patroni":
+        from quorumgate.rollout import GroupSpec
+        from quorumgate.workloads.patroni import PatroniError, find_patroni, patroni_spec
+
+        if problem := find_patroni():
+            print(f"quorumgate demo: {problem}", file=sys.stderr)
+            return 1
+        args.speed = args.speed or 15.0
+        args.fds, args.uds, args.vms = 3, 3, 6
+        spec = patroni_spec(
+            speed=args.speed, vms=args.vms, coordinators=args.coordinators, say=say,
+            timeout_s=max(args.timeout, 300.0),
+            groups=[GroupSpec("cache", ["vm-3", "vm-4", "vm-5"])])
+        spec.walk = args.walk
+        handled += (PatroniError,)
+        spec.drain_command = f"sleep {args.drain_seconds / args.speed:.3f}"  # VMs 3-5
+    else:
+        args.speed = args.speed or 60.0
+        spec = RolloutSpec(
+            cluster={"fds": args.fds, "uds": args.uds, "vms": args.vms}, speed=args.speed,
+            walk=args.walk, coordinators=args.coordinators, timeout_s=args.timeout,
+            drain_command=f"sleep {args.drain_seconds / args.speed:.3f}")
+        if args.vms < 12:  # the default groups need vm-0 .. vm-11
+            spec.groups = []
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
-    spec = RolloutSpec(
-        cluster={"fds": args.fds, "uds": args.uds, "vms": args.vms}, speed=args.speed,
-        walk=args.walk, coordinators=args.coordinators, timeout_s=args.timeout,
-        drain_command=f"sleep {args.drain_seconds / args.speed:.3f}")
-    if args.vms < 12:  # the default groups need vm-0 .. vm-11
-        spec.groups = []
     try:
         with zookeeper(args.zk_hosts, args.zk_port, say) as hosts:
             say(f"check ZooKeeper: {check_zookeeper(hosts)}")
@@ -157,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"(min_available {group.min_available})")
                 for line in rollout.endpoints():
                     say(line)
+                describe = getattr(spec.workload, "describe", None)
+                for line in describe() if describe else []:
+                    say(line)
                 say(f"cluster {cluster}: {len(vms)} agents and {args.coordinators} "
                     f"coordinators up; the platform starts its update-domain walk "
                     f"(clock x{args.speed:g})")
@@ -166,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     say("")
                     say(summary.table())
+                    if summary.workload:
+                        say(workload_lines(summary.workload))
                 ok = summary.completed and not summary.violations
                 if args.once or stopping.is_set():
                     return 0 if ok else 1
@@ -175,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0 if ok else 1
     except KeyboardInterrupt:
         return 0
-    except (DemoError, ZooKeeperError) as exc:
+    except handled as exc:
         print(f"quorumgate demo: {exc}", file=sys.stderr)
         return 1
     finally:
