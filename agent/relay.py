@@ -30,6 +30,10 @@ from registry.records import EventType, PlatformEvent, PlatformStatus
 log = logging.getLogger(__name__)
 
 ORDER = {PlatformStatus.SCHEDULED: 0, PlatformStatus.STARTED: 1, PlatformStatus.GONE: 2}
+SPARE_OBSERVERS = 3
+"""Observers outside an event's Resources that list themselves in `seen_by`: enough
+for the coordinator to find a live acker when the Resources' own agents are gone, few
+enough that a whole availability set does not contend on one record."""
 
 
 def observed(ev: ScheduledEvent, incarnation: int, vm: str, now: float) -> PlatformEvent:
@@ -51,7 +55,9 @@ def merge(current: PlatformEvent | None, seen: PlatformEvent, now: float) -> Pla
         return seen
     update: dict[str, object] = {}
     vm = seen.seen_by[0]
-    if vm not in current.seen_by:
+    spares = [v for v in current.seen_by if v not in current.resources]
+    wanted = vm in current.resources or vm in seen.resources or len(spares) < SPARE_OBSERVERS
+    if vm not in current.seen_by and wanted:
         update["seen_by"] = [*current.seen_by, vm]
     forward = ORDER[seen.status] > ORDER[current.status]
     if forward:
