@@ -17,7 +17,7 @@ operator can read.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from registry.records import (
@@ -99,41 +99,41 @@ class Availability:
 
     A VM is unavailable when its agent is not live (or it is unknown), when it is
     reserved by an in-flight event, or when its drain record says it is drained or not
-    yet restored. Counts per group are kept incrementally, so a check costs the size of
-    the event, not of the cluster.
+    yet restored. Everything is computed on demand and kept incrementally: a check costs
+    the size of the event and of the groups it touches, not of the cluster.
     """
 
     def __init__(self, snap: Snapshot) -> None:
         self.policy = snap.policy
         self.vms = snap.vms
-        self.groups = {g.name: g for g in snap.groups}
-        self.members = {g.name: frozenset(g.members) for g in snap.groups}
-        self.groups_of: dict[str, list[str]] = defaultdict(list)
-        for name, members in self.members.items():
-            for vm in members:
-                self.groups_of[vm].append(name)
+        self.drains = snap.drains
+        index = group_index(snap.groups)
+        self.groups, self.members, self.groups_of = index.groups, index.members, index.groups_of
         self.holders: dict[str, set[str]] = defaultdict(set)
         for decision in snap.decisions.values():
             for vm in decision.reserved:
                 self.holders[vm].add(decision.event_id)
-        self.not_restored = {
-            vm for vm, rec in snap.drains.items()
-            if rec.want is DrainWant.DRAINED or rec.status is not DrainStatus.RESTORED
-        }
-        self.unavailable = {
-            vm for vm in set(self.vms) | set(self.groups_of) | set(self.holders)
-            if self._down(vm)
-        }
-        self.available_count = {
-            name: sum(1 for vm in members if vm not in self.unavailable)
-            for name, members in self.members.items()
-        }
+        self._available: dict[str, int] = {}
+        self._down_known: int | None = None
+        """How many known VMs are unavailable (only counted when a cap asks)."""
 
-    def _down(self, vm: str) -> bool:
+    def down(self, vm: str) -> bool:
         view = self.vms.get(vm)
-        return view is None or not view.live or bool(self.holders.get(vm)) or (
-            vm in self.not_restored
-        )
+        if view is None or not view.live or self.holders.get(vm):
+            return True
+        rec = self.drains.get(vm)
+        return rec is not None and _in_use(rec)
+
+    def available(self, group: str) -> int:
+        """Members of `group` available now."""
+        if group not in self._available:
+            self._available[group] = sum(1 for vm in self.members[group] if not self.down(vm))
+        return self._available[group]
+
+    def unavailable_known(self) -> int:
+        if self._down_known is None:
+            self._down_known = sum(1 for vm in self.vms if self.down(vm))
+        return self._down_known
 
     def uds_reserved(self, excluding: str = "") -> set[int]:
         return {
@@ -162,19 +162,19 @@ class Availability:
                         f"({', '.join(map(str, sorted(new_uds)))}; max {limit} at once)")
             return (f"waiting for {busy} to finish: would make {len(uds | new_uds)} update "
                     f"domains unavailable at once (max {limit})")
-        newly_down = {vm for vm in wanted if vm not in self.unavailable}
+        newly_down = {vm for vm in wanted if not self.down(vm)}
         touched = sorted({g for vm in wanted for g in self.groups_of.get(vm, ())})
         for name in touched:
             group = self.groups[name]
             taken = sorted(self.members[name] & wanted)
-            after = self.available_count[name] - len(self.members[name] & newly_down)
+            after = self.available(name) - len(self.members[name] & newly_down)
             if after < group.required():
                 return (f"group {name}: event would take {', '.join(taken)}, leaving "
                         f"{after} of {len(self.members[name])} available (min "
                         f"{group.required()})")
         cap = self.policy.unavailable_cap(len(self.vms))
         if cap is not None:
-            after = len(self.unavailable & set(self.vms)) + len(newly_down & set(self.vms))
+            after = self.unavailable_known() + sum(1 for vm in newly_down if vm in self.vms)
             if after > cap:
                 return (f"cluster: {after} of {len(self.vms)} VMs would be unavailable, "
                         f"max_unavailable {self.policy.max_unavailable}")
@@ -182,24 +182,53 @@ class Availability:
 
     def reserve(self, event_id: str, resources: Iterable[str]) -> None:
         for vm in resources:
-            self.holders[vm].add(event_id)
-            self._mark(vm)
+            self._change(vm, lambda v=vm: self.holders[v].add(event_id))
 
     def release(self, event_id: str, resources: Iterable[str]) -> None:
         for vm in resources:
-            self.holders[vm].discard(event_id)
-            self._mark(vm)
+            self._change(vm, lambda v=vm: self.holders[v].discard(event_id))
 
-    def _mark(self, vm: str) -> None:
-        down = self._down(vm)
-        if down == (vm in self.unavailable):
+    def _change(self, vm: str, mutate: Callable[[], None]) -> None:
+        """Apply `mutate` and keep the cached counts right if the VM's state flips."""
+        before = self.down(vm)
+        mutate()
+        after = self.down(vm)
+        if before == after:
             return
-        if down:
-            self.unavailable.add(vm)
-        else:
-            self.unavailable.discard(vm)
+        step = -1 if after else 1
         for name in self.groups_of.get(vm, ()):
-            self.available_count[name] += -1 if down else 1
+            if name in self._available:
+                self._available[name] += step
+        if self._down_known is not None and vm in self.vms:
+            self._down_known -= step
+
+
+@dataclass(frozen=True)
+class GroupIndex:
+    groups: dict[str, Group]
+    members: dict[str, frozenset[str]]
+    groups_of: dict[str, tuple[str, ...]]
+
+
+_index_cache: list[tuple[tuple[int, ...], Sequence[Group], GroupIndex]] = []
+
+
+def group_index(groups: Sequence[Group]) -> GroupIndex:
+    """Groups indexed by member. The shell hands the same decoded Group objects pass
+    after pass until one changes, so the index is rebuilt only then (keyed by identity;
+    the cache entry keeps the objects alive so an id cannot be reused meanwhile)."""
+    key = tuple(id(g) for g in groups)
+    if _index_cache and _index_cache[0][0] == key:
+        return _index_cache[0][2]
+    members = {g.name: frozenset(g.members) for g in groups}
+    groups_of: dict[str, list[str]] = defaultdict(list)
+    for name, names in members.items():
+        for vm in names:
+            groups_of[vm].append(name)
+    index = GroupIndex(groups={g.name: g for g in groups}, members=members,
+                       groups_of={vm: tuple(names) for vm, names in groups_of.items()})
+    _index_cache[:] = [(key, list(groups), index)]
+    return index
 
 
 # ---------------------------------------------------------------- the decision pass

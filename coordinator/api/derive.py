@@ -211,12 +211,12 @@ def group_rows(view: ClusterView) -> list[GroupRow]:
     out = []
     for g in groups:
         members = list(dict.fromkeys(g.members))
-        available = avail.available_count[g.name]
+        available = avail.available(g.name)
         out.append(GroupRow(
             name=g.name, members=members, min_available=g.min_available,
             required=g.required(), live=sum(1 for vm in members if vm in regs),
             available=available, ok=available >= g.required(),
-            unavailable=[vm for vm in members if vm in avail.unavailable],
+            unavailable=[vm for vm in members if avail.down(vm)],
             health_gate=g.health_gate, source=g.source))
     return out
 
