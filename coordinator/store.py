@@ -71,6 +71,11 @@ class ClusterView:
     records: dict[str, dict[str, Versioned]]
     policy: Policy
     policy_version: int
+    generation: int = 0
+    """Bumped by every change the mirror applies: equal generations, equal views."""
+    source: int = 0
+    """Which mirror this view came from (several can live in one process)."""
+    vm_index: dict[str, VMView] | None = None
 
     def folder(self, name: str) -> dict[str, Any]:
         """The valid records of a folder (malformed ones are left out)."""
@@ -116,12 +121,20 @@ class ClusterView:
 
     def vm_views(self) -> dict[str, VMView]:
         """Every VM we know, live or not: the registration wins over the last known state."""
-        out: dict[str, VMView] = {}
-        for name, state in self.vm_states.items():
-            out[name] = VMView(name=name, fd=state.fd, ud=state.ud, live=False)
-        for name, reg in self.registrations.items():
-            out[name] = VMView(name=name, fd=reg.fd, ud=reg.ud, live=True)
-        return out
+        if self.vm_index is not None:
+            return self.vm_index
+        return build_vm_index(self.registrations, self.vm_states)
+
+
+def build_vm_index(registrations: dict[str, VMRegistration],
+                   vm_states: dict[str, VMState]) -> dict[str, VMView]:
+    """VMs by name, live or not: the live registration wins over the last known state."""
+    out: dict[str, VMView] = {}
+    for name, state in vm_states.items():
+        out[name] = VMView(name=name, fd=state.fd, ud=state.ud, live=False)
+    for name, reg in registrations.items():
+        out[name] = VMView(name=name, fd=reg.fd, ud=reg.ud, live=True)
+    return out
 
 
 class ClusterCache:
@@ -137,6 +150,9 @@ class ClusterCache:
         self._policy_version = -1
         self._listeners: list[Callable[[], None]] = []
         self._initialized = threading.Event()
+        self._generation = 0
+        self._vm_generation = 0
+        self._vm_index: tuple[int, dict[str, VMView]] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         ensure_layout(self.client, self.layout)
@@ -160,7 +176,15 @@ class ClusterCache:
     def view(self) -> ClusterView:
         with self._lock:
             records = {name: dict(items) for name, items in self._records.items()}
-            return ClusterView(records, self._policy, self._policy_version)
+            if self._vm_index is None or self._vm_index[0] != self._vm_generation:
+                index = build_vm_index(
+                    {k: v.record for k, v in records["vms"].items() if v.record is not None},
+                    {k: v.record for k, v in records["vm-state"].items()
+                     if v.record is not None})
+                self._vm_index = (self._vm_generation, index)
+            return ClusterView(records, self._policy, self._policy_version,
+                               generation=self._generation, source=id(self),
+                               vm_index=self._vm_index[1])
 
     def _on_event(self, event: TreeEvent) -> None:
         kind = event.event_type
@@ -191,20 +215,29 @@ class ClusterCache:
         with self._lock:
             items = self._records[folder]
             if kind == TreeEvent.NODE_REMOVED:
-                items.pop(name, None)
+                if items.pop(name, None) is not None:
+                    self._bump(folder)
                 return
             current = items.get(name)
             if current is not None and current.version == node.stat.version:
                 return
             items[name] = Versioned(node.stat.version, decode(record_type, node.data, path))
+            self._bump(folder)
+
+    def _bump(self, folder: str) -> None:
+        self._generation += 1
+        if folder in ("vms", "vm-state"):
+            self._vm_generation += 1
 
     def _apply_policy(self, kind: int, node: Any) -> None:
         if kind == TreeEvent.NODE_REMOVED:
             with self._lock:
+                self._generation += 1
                 self._policy, self._policy_version = Policy(), -1
             return
         policy = decode(Policy, node.data, node.path)
         with self._lock:
+            self._generation += 1
             self._policy_version = node.stat.version
             if policy is not None:
                 self._policy = policy

@@ -7,9 +7,12 @@ everywhere. Availability per group is computed by the safety core's own
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -31,6 +34,7 @@ from registry.records import (
 )
 
 S = DecisionState
+T = TypeVar("T")
 
 
 class VMDisplayState(StrEnum):
@@ -87,11 +91,13 @@ def display_state(live: bool, drain: DrainRecord | None, reserving: Decision | N
 
 
 def reserving_decision(vm: str, decisions: Mapping[str, Decision],
-                       events: Mapping[str, PlatformEvent]) -> Decision | None:
+                       events: Mapping[str, PlatformEvent],
+                       by_vm: Mapping[str, list[Decision]] | None = None) -> Decision | None:
     """The decision holding `vm`: a started one first (it explains a VM that is down),
-    then the lowest event id."""
-    holders = sorted((d for d in decisions.values() if vm in d.reserved),
-                     key=lambda d: d.event_id)
+    then the lowest event id. `by_vm` (from `decisions_by_vm`) saves a scan per VM."""
+    found = by_vm.get(vm, []) if by_vm is not None else [
+        d for d in decisions.values() if vm in d.reserved]
+    holders = sorted(found, key=lambda d: d.event_id)
     for d in holders:
         if event_started(events.get(d.event_id), d):
             return d
@@ -125,15 +131,47 @@ def groups_by_vm(groups: Iterable[Group]) -> dict[str, list[str]]:
     return out
 
 
+def decisions_by_vm(decisions: Mapping[str, Decision]) -> dict[str, list[Decision]]:
+    out: dict[str, list[Decision]] = {}
+    for d in decisions.values():
+        for vm in d.reserved:
+            out.setdefault(vm, []).append(d)
+    return out
+
+
+def per_view(fn: Callable[[ClusterView], T]) -> Callable[[ClusterView], T]:
+    """Memoize a derivation for the latest mirror generation of each mirror: readers
+    (dashboards, scripts, 50 clients at once) share one computation per change."""
+    last: dict[int, tuple[int, T]] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def cached(view: ClusterView) -> T:
+        if not view.source:
+            return fn(view)
+        with lock:
+            hit = last.get(view.source)
+        if hit is not None and hit[0] == view.generation:
+            return hit[1]
+        value = fn(view)
+        with lock:
+            last[view.source] = (view.generation, value)
+        return value
+
+    return cached
+
+
+@per_view
 def vm_rows(view: ClusterView) -> list[VMRow]:
     """Every known VM (last known state ∪ live registrations), sorted by name."""
     regs, states = view.registrations, view.vm_states
     decisions, events, drains = view.decisions, view.events, view.drains
     member_of = groups_by_vm(view.groups.values())
+    by_vm = decisions_by_vm(decisions)
     rows = []
     for name in sorted(set(regs) | set(states)):
         info = regs.get(name) or states[name]
-        reserving = reserving_decision(name, decisions, events)
+        reserving = reserving_decision(name, decisions, events, by_vm)
         event = events.get(reserving.event_id) if reserving else None
         live = name in regs
         rows.append(VMRow(
@@ -202,6 +240,7 @@ class GroupRow(BaseModel):
     source: str = ""
 
 
+@per_view
 def group_rows(view: ClusterView) -> list[GroupRow]:
     groups = sorted(view.groups.values(), key=lambda g: g.name)
     snap = Snapshot(now=0.0, policy=view.policy, vms=view.vm_views(), groups=groups,

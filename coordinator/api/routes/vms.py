@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from coordinator.api.auth import Viewer
 from coordinator.api.deps import View
-from coordinator.api.derive import Topology, VMRow, topology, vm_rows
+from coordinator.api.derive import Topology, VMRow, per_view, topology, vm_rows
+from coordinator.store import ClusterView
 
 router = APIRouter(prefix="/v1", tags=["vms"])
 
@@ -22,4 +23,9 @@ def list_vms(view: View, _: Viewer) -> list[VMRow]:
 
 @router.get("/topology", response_model=Topology, summary="The fault x update domain grid")
 def get_topology(view: View, _: Viewer) -> Topology:
+    return grid(view)
+
+
+@per_view
+def grid(view: ClusterView) -> Topology:
     return topology(vm_rows(view))
