@@ -313,6 +313,7 @@ def event_row(event_id: str, view: ClusterView) -> EventRow | None:
         event=event, decision=decision, ack=view.acks.get(event_id), override=override)
 
 
+@per_view
 def event_rows(view: ClusterView) -> list[EventRow]:
     """Every event we know (platform view ∪ decisions), oldest sighting first."""
     rows = [row for eid in set(view.events) | set(view.decisions)
