@@ -2,6 +2,7 @@
 #   make test  [PYTEST_ARGS="-k ensemble -x"]
 #   make demo  [DEMO_ARGS="--once"]
 #   make bench [BENCH_ARGS="--full"]   (tables; plots in bench/out/)
+#   make chaos [CHAOS_ARGS="--seed 3 --duration 300"]
 #   make lint | make clean | make distclean
 # BOOTSTRAP_ARGS="--with chromium" asks the bootstrap for more system packages.
 
@@ -11,9 +12,10 @@ VENV := .venv
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 BOOTSTRAP_ARGS ?=
 
-.PHONY: bootstrap test demo bench lint clean distclean
+.PHONY: bootstrap test demo chaos bench lint clean distclean
 
 bootstrap:
 	@bash scripts/bootstrap.sh $(BOOTSTRAP_ARGS)
@@ -22,7 +24,11 @@ test: bootstrap
 	bash scripts/bootstrap.sh --with chromium --with patroni $(BOOTSTRAP_ARGS) && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: bootstrap
+	bash scripts/bootstrap.sh $(if $(findstring patroni,$(DEMO_ARGS)),--with patroni) $(BOOTSTRAP_ARGS)
 	$(VENV)/bin/quorumgate demo $(DEMO_ARGS)
+
+chaos: bootstrap
+	$(VENV)/bin/quorumgate chaos $(CHAOS_ARGS)
 
 bench: bootstrap
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)

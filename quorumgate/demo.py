@@ -177,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             drain_command=f"sleep {args.drain_seconds / args.speed:.3f}")
         if args.vms < 12:  # the default groups need vm-0 .. vm-11
             spec.groups = []
+    spec.api = True  # REST API, dashboard and operator commands on every coordinator
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
     try:
