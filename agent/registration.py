@@ -18,6 +18,7 @@ from agent import zkstore
 from agent.imds_models import InstanceMetadata
 from registry.clock import Clock
 from registry.codec import encode
+from registry.labels import node_labels
 from registry.layout import Layout
 from registry.records import Group, MinAvailable, VMRegistration, VMState
 
@@ -92,7 +93,8 @@ class Registrar:
             name=reg.name, vm_id=reg.vm_id, fd=reg.fd, ud=reg.ud, zone=reg.zone,
             location=reg.location, address=reg.address, scale_set=reg.scale_set,
             placement_group=reg.placement_group,
-            labels=current.labels if current is not None else {},
+            labels={**(current.labels if current is not None else {}),
+                    **node_labels(reg.fd, reg.ud, reg.location, reg.zone)},
             last_registered_at=reg.registered_at)
 
     def _joined(self, group: str, vm: str, current: Group | None) -> Group:

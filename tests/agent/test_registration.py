@@ -29,6 +29,9 @@ def test_registers_topology_and_leaves_on_stop(zk: KazooClient, zk_layout: Layou
     assert stat.ephemeralOwner == agent.zk.client_id[0]
     state = record(zk, zk_layout.vm_state("vm-4"), VMState)
     assert state is not None and (state.fd, state.ud) == (reg.fd, reg.ud)
+    assert state.labels["quorumgate.io/fault-domain"] == str(reg.fd)
+    assert state.labels["quorumgate.io/update-domain"] == str(reg.ud)
+    assert state.labels["topology.kubernetes.io/region"] == "westeurope"
     group = record(zk, zk_layout.group("hdfs"), Group)
     assert group == Group(name="hdfs", members=["vm-4"], min_available=1, source="agent")
 
