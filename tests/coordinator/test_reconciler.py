@@ -262,3 +262,22 @@ def test_failover_mid_ack_sends_no_second_approval(
         assert [t.to for t in done.history].count(S.APPROVED) == 1
     finally:
         second.stop()
+
+
+def test_dry_run_decides_and_records_but_never_drains_or_acknowledges(
+        zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+    from coordinator.store import put_policy
+    from registry.records import Policy
+
+    put_policy(zk, cluster, Policy(dry_run=True))
+    coordinator = node(zk_hosts, cluster, "c1")
+    try:
+        schedule(zk, cluster, "E1", ["vm-0"])
+        got = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
+                         d.state is S.APPROVED and d, 10)
+        assert got.acker is None and "dry-run" in got.reason
+        assert "would acknowledge via vm-0" in got.reason
+        assert zk.get_children(cluster.drains) == []
+        assert len(zk.get_children(cluster.audit)) >= 3, "recorded and audited all the same"
+    finally:
+        coordinator.stop()
