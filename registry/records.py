@@ -24,8 +24,8 @@ class Record(BaseModel):
 # ---------------------------------------------------------------- VMs
 
 
-class VMRegistration(Record):
-    """Ephemeral `vms/<name>`: the VM's agent is alive and this is what IMDS told it."""
+class VMPlacement(Record):
+    """Where a VM is, as IMDS told its agent: shared by the live and the persistent record."""
 
     name: Name
     vm_id: str = ""
@@ -36,23 +36,19 @@ class VMRegistration(Record):
     address: str = ""
     scale_set: str = ""
     placement_group: str = ""
+
+
+class VMRegistration(VMPlacement):
+    """Ephemeral `vms/<name>`: the VM's agent is alive."""
+
     groups: list[Name] = []
     agent_url: str = ""
     registered_at: float = 0.0
 
 
-class VMState(Record):
+class VMState(VMPlacement):
     """Persistent `vm-state/<name>`: last known topology, outlives the agent's session."""
 
-    name: Name
-    vm_id: str = ""
-    fd: int = Field(ge=0)
-    ud: int = Field(ge=0)
-    zone: str = ""
-    location: str = ""
-    address: str = ""
-    scale_set: str = ""
-    placement_group: str = ""
     labels: dict[str, str] = {}
     last_registered_at: float = 0.0
 
