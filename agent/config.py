@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from registry import settings
-from registry.clock import parse_clock
 from registry.records import MinAvailable, Name
-from registry.settings import ConfigError
+from registry.settings import ConfigError, DaemonSettings
 
 __all__ = ["AgentConfig", "ConfigError", "HookConfig", "build", "load"]
 
@@ -45,17 +44,8 @@ class HookConfig(BaseModel):
         return self.command is None and self.url is None
 
 
-class AgentConfig(BaseModel):
+class AgentConfig(DaemonSettings):
     """What one agent needs to know; see docs/architecture.md for the protocol."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cluster: Name = "default"
-    zk_hosts: str = "127.0.0.1:2181"
-    zk_root: str = "/quorumgate"
-    zk_auth: str | None = None
-    """Digest credentials `user:password`."""
-    zk_session_timeout_s: float = Field(default=10.0, ge=2.0, le=120.0)
 
     imds_url: str = "http://169.254.169.254"
     instance_api_version: str = "2021-02-01"
@@ -86,35 +76,12 @@ class AgentConfig(BaseModel):
 
     health_port: int = Field(default=0, ge=0, le=65535)
     health_host: str = "127.0.0.1"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-
-    @field_validator("zk_hosts")
-    @classmethod
-    def _hosts(cls, value: str) -> str:
-        hosts = [h.strip() for h in value.split("/", 1)[0].split(",") if h.strip()]
-        if not hosts:
-            raise ValueError("zk_hosts must list at least one host:port")
-        return value
 
     @field_validator("min_available")
     @classmethod
     def _min_available(cls, value: MinAvailable) -> MinAvailable:
         if isinstance(value, int) and value < 0:
             raise ValueError("min_available must be >= 0 or 'majority'")
-        return value
-
-    @field_validator("zk_auth")
-    @classmethod
-    def _auth(cls, value: str | None) -> str | None:
-        if value is not None and (":" not in value or value.startswith(":")):
-            raise ValueError("zk_auth must be 'user:password'")
-        return value
-
-    @field_validator("zk_root")
-    @classmethod
-    def _root(cls, value: str) -> str:
-        if not value.startswith("/") or value.endswith("/"):
-            raise ValueError("zk_root must start with '/' and not end with '/'")
         return value
 
     @field_validator("imds_url")
@@ -124,16 +91,6 @@ class AgentConfig(BaseModel):
             raise ValueError("imds_url must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("clock")
-    @classmethod
-    def _clock(cls, value: str) -> str:
-        parse_clock(value)
-        return value
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
 
 
 # ---------------------------------------------------------------- sources

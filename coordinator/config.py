@@ -8,25 +8,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from coordinator.providers import ProviderConfig
-from registry.clock import parse_clock
-from registry.records import Name
-from registry.settings import ENV_PREFIX, env_layer, read_file, validate
+from registry.settings import ENV_PREFIX, DaemonSettings, env_layer, read_file, validate
 
 Role = Literal["viewer", "operator"]
 
 
-class CoordinatorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cluster: Name = "default"
-    zk_hosts: str = "127.0.0.1:2181"
-    zk_root: str = "/quorumgate"
-    zk_auth: str | None = None
-    """Digest credentials `user:password`; with them, the cluster's znodes get a digest ACL."""
-    zk_session_timeout_s: float = Field(default=10.0, ge=2.0, le=120.0)
+class CoordinatorConfig(DaemonSettings):
     identity: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -34,7 +24,6 @@ class CoordinatorConfig(BaseModel):
     """Bearer token -> role. Empty: every request is refused unless `anonymous` is set."""
     anonymous: Role | None = None
     """Role granted to requests without a token (e.g. "viewer" on a trusted network)."""
-    clock: str = "real"
     resync_s: float = Field(default=1.0, gt=0, le=60)
     webhook_url: str | None = None
     gate_ttl_s: float = Field(default=5.0, gt=0)
@@ -43,20 +32,6 @@ class CoordinatorConfig(BaseModel):
     """Live replica-group sources (see coordinator/providers.py)."""
     tls_cert: str | None = None
     tls_key: str | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-
-    @field_validator("clock")
-    @classmethod
-    def _clock(cls, value: str) -> str:
-        parse_clock(value)
-        return value
-
-    @field_validator("zk_auth")
-    @classmethod
-    def _auth(cls, value: str | None) -> str | None:
-        if value is not None and (":" not in value or value.startswith(":")):
-            raise ValueError("zk_auth must be 'user:password'")
-        return value
 
     @field_validator("tokens")
     @classmethod
@@ -65,11 +40,6 @@ class CoordinatorConfig(BaseModel):
         if short:
             raise ValueError("tokens must be at least 8 characters long")
         return value
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
 
 
 def parse_tokens(text: str) -> dict[str, str]:
