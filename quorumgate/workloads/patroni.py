@@ -272,7 +272,7 @@ class PatroniCluster:
                         for i, name in enumerate(self.names)}
         self._spawner: _Spawner | None = None
         self._locks = {name: threading.Lock() for name in self.names}
-        self._http = httpx.Client(timeout=3.0, trust_env=False)
+        self._http: httpx.Client | None = None
 
     # paths and strings
 
@@ -453,13 +453,17 @@ class PatroniCluster:
         if self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         _clusters.discard(self)
 
     # state
 
     def cluster_status(self) -> dict[str, Any] | None:
         """Patroni's `GET /cluster` from the first member that answers."""
+        if self._http is None:
+            self._http = httpx.Client(timeout=3.0, trust_env=False)
         for member in self.members.values():
             try:
                 response = self._http.get(f"{member.api_url}/cluster")
@@ -516,6 +520,27 @@ class PatroniCluster:
                 raise PatroniError(f"Patroni cluster not healthy after {timeout:g}s: {problem}"
                                    f"\n{self.log_tail()}")
             time.sleep(0.5)
+
+    def switchover(self, candidate: str, timeout: float = 60.0) -> None:
+        """Make `candidate` the leader (Patroni's planned switchover), then wait healthy."""
+        leader = self.leader()
+        if leader == candidate:
+            return
+        try:
+            response = httpx.post(f"{self.members[candidate].api_url}/switchover",
+                                  json={"leader": leader, "candidate": candidate},
+                                  timeout=timeout, trust_env=False)
+        except httpx.HTTPError as exc:
+            raise PatroniError(f"switchover to {candidate}: {exc!r}") from exc
+        if response.status_code not in (200, 202):
+            raise PatroniError(f"switchover to {candidate} refused: {response.status_code} "
+                               f"{response.text[:200]}")
+        deadline = time.monotonic() + timeout
+        while self.leader() != candidate:
+            if time.monotonic() >= deadline:
+                raise PatroniError(f"{candidate} does not lead after the switchover")
+            time.sleep(0.2)
+        self.wait_healthy(max(5.0, deadline - time.monotonic()))
 
     def log_tail(self, lines: int = 15) -> str:
         out = []
@@ -633,8 +658,11 @@ class PatroniWorkload(Workload):
                  group: str = "patroni", min_available: int = 2, ttl: int = 10,
                  loop_wait: int = 2, retry_timeout: int = 4,
                  max_lag_bytes: int = 1024 * 1024, setup_timeout_s: float = 120.0,
+                 initial_leader: str | None = None,
                  say: Callable[[str], None] | None = None) -> None:
         self.member_names = list(members)
+        self.initial_leader = initial_leader
+        """Switch over to this member before the rollout (same start for every run)."""
         self.group = group
         self.min_available = min_available
         self.setup_timeout_s = setup_timeout_s
@@ -679,6 +707,9 @@ class PatroniWorkload(Workload):
         self.cluster.zk_hosts = rollout.zk_hosts
         self.cluster.start()
         self.cluster.wait_healthy(max(5.0, deadline - time.monotonic()))
+        if self.initial_leader:
+            self.cluster.switchover(self.initial_leader,
+                                    max(5.0, deadline - time.monotonic()))
         self.say(f"Patroni cluster {self.scope} healthy; leader {self.cluster.leader()}")
         if rollout.coordinators:
             self._wait_group(rollout, deadline)
@@ -803,9 +834,12 @@ def patroni_spec(strategy: str = "quorumgate", *, vms: int = 3, speed: float = 1
                  groups: Sequence[GroupSpec] = (), coordinators: int = 2,
                  say: Callable[[str], None] | None = None, **workload: Any) -> RolloutSpec:
     """The Patroni scenario: 3 FDs x 3 UDs, members on vm-0, vm-1, vm-2 (one per UD and
-    FD), their group from Patroni's records in ZooKeeper, a rollout of every UD."""
+    FD), their group from Patroni's records in ZooKeeper, a rollout of every UD. The
+    leader starts on vm-0 (the first UD the platform walks) unless `initial_leader`
+    says otherwise, so that runs and strategies start alike."""
     if vms < 3:
         raise ValueError("the Patroni scenario needs at least 3 VMs")
+    workload.setdefault("initial_leader", "vm-0")
     load = PatroniWorkload(("vm-0", "vm-1", "vm-2"), say=say, **workload)
     if timeout_s is None:  # never-ack waits three full notices
         timeout_s = 900.0 if strategy == "never-ack" else 300.0
