@@ -69,8 +69,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rackdc"]:  # `quorumgate agent rackdc`: the VM's Cassandra rack from IMDS
+        from quorumgate.topology import main_rackdc
+
+        return main_rackdc(argv[1:])
     try:
-        args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed why
         return int(exc.code or 0)
     try:

@@ -302,3 +302,13 @@ def test_topology_usage() -> None:
     helped = _topology("--help")
     assert helped.returncode == 0 and "hdfs" in helped.stdout and "rackdc" in helped.stdout
     assert _topology("nope").returncode == 2
+
+
+def test_agent_rackdc_is_the_same_command() -> None:
+    """`quorumgate agent rackdc`, as the placement issue names it, runs topology rackdc."""
+    with running_emulator(cluster={"vms": 3, "fds": 3, "uds": 1}) as emu:
+        done = subprocess.run([sys.executable, "-m", "quorumgate.cli", "agent", "rackdc",
+                               "--imds-url", emu.vm_url("vm-2")], capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "dc=westeurope\nrack=fd2\nprefer_local=true" in done.stdout
