@@ -28,6 +28,8 @@ class CoordinatorConfig(DaemonSettings):
     webhook_url: str | None = None
     gate_ttl_s: float = Field(default=5.0, gt=0)
     audit_keep: int = Field(default=10_000, ge=100)
+    retention_s: float = Field(default=7 * 86400, gt=0)
+    """How long (clock time) a finished event's records stay for operators to read."""
     providers: list[ProviderConfig] = []
     """Live replica-group sources (see coordinator/providers.py)."""
     tls_cert: str | None = None

@@ -31,7 +31,8 @@ class CoordinatorNode:
         self.reconciler = Reconciler(
             self.client, self.layout, self.cache, self.clock, config.identity,
             metrics=self.metrics, gates=GateRunner(ttl_s=config.gate_ttl_s),
-            notifier=self.notifier, resync_s=config.resync_s, audit_keep=config.audit_keep)
+            notifier=self.notifier, resync_s=config.resync_s, audit_keep=config.audit_keep,
+            retention_s=config.retention_s)
         self.providers = ProviderRunner(config.providers, self.client,
                                         lambda: self.cache.view().registrations,
                                         self._publish_groups)

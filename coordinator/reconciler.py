@@ -34,6 +34,7 @@ from coordinator.store import (
     FencedWriter,
     WriteResult,
     build_snapshot,
+    forget_finished,
     read_decisions,
     trim_audit,
 )
@@ -52,7 +53,8 @@ class Reconciler:
     def __init__(self, client: KazooClient, layout: Layout, cache: ClusterCache, clock: Clock,
                  identity: str, metrics: CoordinatorMetrics | None = None,
                  gates: GateRunner | None = None, notifier: Notifier | None = None,
-                 resync_s: float = 1.0, audit_keep: int = 10_000) -> None:
+                 resync_s: float = 1.0, audit_keep: int = 10_000,
+                 retention_s: float = 7 * 86400) -> None:
         self.client = client
         self.layout = layout
         self.cache = cache
@@ -63,6 +65,7 @@ class Reconciler:
         self.notifier = notifier
         self.resync_s = resync_s
         self.audit_keep = audit_keep
+        self.retention_s = retention_s
         self.election = Election(client, layout.election, identifier=identity)
         self.is_leader = False
         self.last_pass_at: float | None = None
@@ -193,6 +196,12 @@ class Reconciler:
         self._passes += 1
         if self._passes % 200 == 0:
             trim_audit(self.client, self.layout, self.audit_keep)
+            if not written:
+                read = read_decisions(self.client, self.layout)
+                for eid in forget_finished(self.client, self.layout, fence, read,
+                                           view.events, now - self.retention_s):
+                    log.info("forgot event %s (finished more than %g s ago)", eid,
+                             self.retention_s)
         return written
 
     def _observe(self, change: Change, event: object, now: float) -> None:

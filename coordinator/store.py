@@ -34,10 +34,12 @@ from registry.records import (
     AckRecord,
     AuditEntry,
     Decision,
+    DecisionState,
     DrainRecord,
     Group,
     Override,
     PlatformEvent,
+    PlatformStatus,
     Policy,
     VMRegistration,
     VMState,
@@ -376,6 +378,39 @@ def audit_entries(change: Change, actor: str, now: float) -> Iterable[AuditEntry
     for transition in fresh:
         yield AuditEntry(at=transition.at, actor=actor, action=f"decision:{transition.to}",
                          event_id=new.event_id, detail=transition.reason)
+
+
+def forget_finished(client: KazooClient, layout: Layout, fence_path: str, read: DecisionsRead,
+                    events: dict[str, PlatformEvent], older_than: float) -> list[str]:
+    """Delete the records of events that are over, released and older than `older_than`
+    (clock time), each in one fenced transaction. Returns the event ids forgotten.
+
+    An event can only come back if an agent sees it in IMDS again, which a finished
+    event never is; keeping it a while lets operators and dashboards see its history."""
+    gone: list[str] = []
+    version = read.folder_version
+    for eid, item in sorted(read.decisions.items()):
+        decision = item.record
+        event = events.get(eid)
+        finished = decision.state is DecisionState.RESTORED or (
+            decision.state is DecisionState.CANCELLED and not decision.reserved)
+        if not finished or decision.reserved or decision.updated_at >= older_than:
+            continue
+        if event is not None and event.status is not PlatformStatus.GONE:
+            continue
+        txn = client.transaction()
+        txn.check(fence_path, 0)
+        txn.set_data(layout.decisions, b"", version=version)
+        txn.delete(layout.decision(eid), version=item.version)
+        for path in (layout.event(eid), layout.ack(eid), layout.override(eid)):
+            if client.exists(path):
+                txn.delete(path)
+        results = txn.commit()
+        if any(isinstance(r, Exception) for r in results):
+            break  # something moved: the next round re-reads
+        version += 1
+        gone.append(eid)
+    return gone
 
 
 def append_audit(client: KazooClient, layout: Layout, entry: AuditEntry) -> None:

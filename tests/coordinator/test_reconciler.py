@@ -281,3 +281,33 @@ def test_dry_run_decides_and_records_but_never_drains_or_acknowledges(
         assert len(zk.get_children(cluster.audit)) >= 3, "recorded and audited all the same"
     finally:
         coordinator.stop()
+
+
+def test_finished_events_are_forgotten_after_the_retention(
+        zk: KazooClient, cluster: Layout) -> None:
+    from coordinator.store import forget_finished
+    from registry.records import AckRecord, AckState
+
+    fence = cluster.election + "/me"
+    zk.create(fence, b"", ephemeral=True)
+    for eid, state, updated, status in (("OLD", S.RESTORED, 100.0, PlatformStatus.GONE),
+                                        ("NEW", S.RESTORED, 900.0, PlatformStatus.GONE),
+                                        ("LIVE", S.STARTED, 100.0, PlatformStatus.STARTED)):
+        schedule(zk, cluster, eid, ["vm-0"])
+        data, stat = zk.get(cluster.event(eid))
+        zk.set(cluster.event(eid), encode(decode(PlatformEvent, data).model_copy(
+            update={"status": status})), version=stat.version)
+        zk.create(cluster.decision(eid), encode(Decision(event_id=eid, state=state,
+                                                         updated_at=updated)))
+        zk.create(cluster.ack(eid), encode(AckRecord(event_id=eid, approval=1, vm="vm-0",
+                                                     state=AckState.ACCEPTED)), makepath=True)
+    events = {eid: decode(PlatformEvent, zk.get(cluster.event(eid))[0])
+              for eid in ("OLD", "NEW", "LIVE")}
+    gone = forget_finished(zk, cluster, fence, read_decisions(zk, cluster), events, 500.0)
+    assert gone == ["OLD"]
+    assert not zk.exists(cluster.decision("OLD")) and not zk.exists(cluster.event("OLD"))
+    assert not zk.exists(cluster.ack("OLD"))
+    assert zk.exists(cluster.decision("NEW")) and zk.exists(cluster.decision("LIVE"))
+    zk.delete(fence)
+    assert forget_finished(zk, cluster, fence, read_decisions(zk, cluster), events,
+                           5000.0) == [], "a deposed leader forgets nothing"
