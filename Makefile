@@ -31,7 +31,9 @@ chaos: bootstrap
 	$(VENV)/bin/quorumgate chaos $(CHAOS_ARGS)
 
 bench: bootstrap
+	bash scripts/bootstrap.sh --with patroni $(BOOTSTRAP_ARGS)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.patroni
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
