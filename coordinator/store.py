@@ -78,9 +78,13 @@ class ClusterView:
     source: int = 0
     """Which mirror this view came from (several can live in one process)."""
     vm_index: dict[str, VMView] | None = None
+    valid: dict[str, dict[str, Any]] | None = None
+    """Per folder, the valid records (precomputed by the mirror); treat as read-only."""
 
     def folder(self, name: str) -> dict[str, Any]:
-        """The valid records of a folder (malformed ones are left out)."""
+        """The valid records of a folder (malformed ones are left out); read-only."""
+        if self.valid is not None and name in self.valid:
+            return self.valid[name]
         return {key: item.record for key, item in self.records.get(name, {}).items()
                 if item.record is not None}
 
@@ -155,6 +159,8 @@ class ClusterCache:
         self._generation = 0
         self._vm_generation = 0
         self._vm_index: tuple[int, dict[str, VMView]] | None = None
+        self._folder_gen: dict[str, int] = {}
+        self._frozen: dict[str, tuple[int, dict[str, Versioned], dict[str, Any]]] = {}
 
     def start(self, timeout: float = 30.0) -> None:
         ensure_layout(self.client, self.layout)
@@ -176,17 +182,21 @@ class ClusterCache:
         self._listeners.append(callback)
 
     def view(self) -> ClusterView:
+        """An immutable copy; folders that did not change since the last view are shared
+        (copy on write), so a view costs what changed, not the size of the cluster."""
         with self._lock:
-            records = {name: dict(items) for name, items in self._records.items()}
+            for name, items in self._records.items():
+                if self._frozen.get(name, (None,))[0] != self._folder_gen.get(name, 0):
+                    valid = {k: v.record for k, v in items.items() if v.record is not None}
+                    self._frozen[name] = (self._folder_gen.get(name, 0), dict(items), valid)
+            records = {name: frozen[1] for name, frozen in self._frozen.items()}
+            valid = {name: frozen[2] for name, frozen in self._frozen.items()}
             if self._vm_index is None or self._vm_index[0] != self._vm_generation:
-                index = build_vm_index(
-                    {k: v.record for k, v in records["vms"].items() if v.record is not None},
-                    {k: v.record for k, v in records["vm-state"].items()
-                     if v.record is not None})
-                self._vm_index = (self._vm_generation, index)
+                self._vm_index = (self._vm_generation,
+                                  build_vm_index(valid["vms"], valid["vm-state"]))
             return ClusterView(records, self._policy, self._policy_version,
                                generation=self._generation, source=id(self),
-                               vm_index=self._vm_index[1])
+                               vm_index=self._vm_index[1], valid=valid)
 
     def _on_event(self, event: TreeEvent) -> None:
         kind = event.event_type
@@ -228,6 +238,7 @@ class ClusterCache:
 
     def _bump(self, folder: str) -> None:
         self._generation += 1
+        self._folder_gen[folder] = self._folder_gen.get(folder, 0) + 1
         if folder in ("vms", "vm-state"):
             self._vm_generation += 1
 
