@@ -27,6 +27,10 @@ class CoordinatorConfig(DaemonSettings):
     resync_s: float = Field(default=1.0, gt=0, le=60)
     webhook_url: str | None = None
     gate_ttl_s: float = Field(default=5.0, gt=0)
+    allow_gate_commands: bool = False
+    """Let operators set shell-command health gates through the API (the leader runs
+    them). Off by default: an API token then cannot make a coordinator run commands;
+    URL gates are always allowed, and config-defined groups may use commands."""
     audit_keep: int = Field(default=10_000, ge=100)
     retention_s: float = Field(default=7 * 86400, gt=0)
     """How long (clock time) a finished event's records stay for operators to read."""

@@ -157,7 +157,7 @@ def create_app(node: CoordinatorNode) -> FastAPI:
 VALIDATION_ERROR_SCHEMA = {
     "title": "ValidationErrorOut",
     "type": "object",
-    "required": ["detail", "errors"],
+    "required": ["detail"],
     "properties": {
         "detail": {"type": "string", "description": "every problem in one sentence"},
         "errors": {"type": "array", "items": {

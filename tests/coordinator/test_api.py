@@ -247,12 +247,16 @@ def test_actions_are_audited_with_who(follower: Api, zk: KazooClient, cluster: L
 
 def test_groups_put_and_delete(follower: Api, zk: KazooClient, cluster: Layout) -> None:
     op = follower.op
+    command = op.put("/v1/groups/kafka", json={"members": ["vm-0"], "health_gate": "true"})
+    assert command.status_code == 422, "an API token must not make the leader run commands"
+    assert "allow_gate_commands" in command.json()["detail"]
+    gate = "http://127.0.0.1:9/health"
     r = op.put("/v1/groups/kafka", json={"members": ["vm-0", "vm-3", "vm-4"],
-                                         "health_gate": "true"})
+                                         "health_gate": gate})
     assert r.status_code == 200 and r.json()["min_available"] == "majority"
     mirrored(follower, lambda v: "kafka" in v.groups)
     g = op.get("/v1/groups/kafka").json()
-    assert (g["required"], g["available"], g["health_gate"], g["source"]) == (2, 3, "true", "api")
+    assert (g["required"], g["available"], g["health_gate"], g["source"]) == (2, 3, gate, "api")
     op.put("/v1/groups/kafka", json={"members": ["vm-0"], "min_available": 0}).raise_for_status()
     mirrored(follower, lambda v: v.groups["kafka"].members == ["vm-0"])
     assert op.delete("/v1/groups/kafka").status_code == 204

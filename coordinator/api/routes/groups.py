@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 
 from coordinator.api.auth import NodeDep, Operator, Viewer
 from coordinator.api.deps import Connected, View
@@ -46,6 +46,12 @@ def get_group(name: GroupName, view: View, _: Viewer) -> GroupRow:
             summary="Create or replace a replica group")
 def put_group(name: GroupName, body: GroupIn, node: NodeDep, writes: Writes,
               caller: Operator) -> Group:
+    gate = body.health_gate.strip()
+    if gate and not gate.startswith(("http://", "https://")) and (
+            not node.config.allow_gate_commands):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            "health_gate must be an http(s) URL: command gates through the "
+                            "API need allow_gate_commands in the coordinator's config")
     group = Group(name=name, members=list(body.members), min_available=body.min_available,
                   health_gate=body.health_gate, source="api")
     detail = (f"members={','.join(group.members)} min_available={group.min_available}"
