@@ -109,39 +109,52 @@ if [[ -z "$PATRONI_MEMBER" ]]; then
 fi
 log "this member ($PATRONI_MEMBER) is the leader: looking for a candidate"
 
-candidate="$(jq -r --arg me "$PATRONI_MEMBER" --arg resources "$QG_RESOURCES" \
-    --argjson maxlag "$PATRONI_MAX_LAG_BYTES" '
-    ($resources | ascii_downcase | split(",") | map(gsub("^\\s+|\\s+$"; ""))
-                | map(select(length > 0))) as $away
-    | ([.members[] | select(.role == "leader" or .role == "standby_leader")] | first
-       | .timeline) as $timeline
-    | [ .members[]
-        | select(.name != $me)
-        | select(.role == "replica" or .role == "sync_standby" or .role == "quorum_standby")
-        | select(.state == "running" or .state == "streaming")
-        | select((.tags.nofailover // false) != true)
-        | select((.lag | type) == "number" and .lag <= $maxlag)
-        | select($timeline == null or .timeline == null or .timeline == $timeline)
-        | select((.name | ascii_downcase) as $n | any($away[]; . == $n) | not)
-        | select(((.host // "") | ascii_downcase) as $h | any($away[]; . == $h) | not)
-      ]
-    | sort_by([(if .role == "sync_standby" then 0 else 1 end), .lag])
-    | first | .name // empty' "$BODY")"
+pick_candidate() {  # the best replica outside this event's VMs, from $BODY
+    jq -r --arg me "$PATRONI_MEMBER" --arg resources "$QG_RESOURCES" \
+        --argjson maxlag "$PATRONI_MAX_LAG_BYTES" '
+        ($resources | ascii_downcase | split(",") | map(gsub("^\\s+|\\s+$"; ""))
+                    | map(select(length > 0))) as $away
+        | ([.members[] | select(.role == "leader" or .role == "standby_leader")] | first
+           | .timeline) as $timeline
+        | [ .members[]
+            | select(.name != $me)
+            | select(.role == "replica" or .role == "sync_standby" or .role == "quorum_standby")
+            | select(.state == "running" or .state == "streaming")
+            | select((.tags.nofailover // false) != true)
+            | select((.lag | type) == "number" and .lag <= $maxlag)
+            | select($timeline == null or .timeline == null or .timeline == $timeline)
+            | select((.name | ascii_downcase) as $n | any($away[]; . == $n) | not)
+            | select(((.host // "") | ascii_downcase) as $h | any($away[]; . == $h) | not)
+          ]
+        | sort_by([(if .role == "sync_standby" then 0 else 1 end), .lag])
+        | first | .name // empty' "$BODY"
+}
 
-if [[ -z "$candidate" ]]; then
-    summary="$(jq -r '[.members[] | "\(.name) \(.role)/\(.state) lag=\(.lag // "-")"] | join(", ")' "$BODY")"
-    die 4 "no healthy replica outside this event's VMs (${QG_RESOURCES:-none}) to take over: $summary"
-fi
-
-payload="$(jq -cn --arg leader "$PATRONI_MEMBER" --arg candidate "$candidate" \
-    '{leader: $leader, candidate: $candidate}')"
-log "switching over: $payload"
-status="$(request POST /switchover "$payload" "$PATRONI_SWITCHOVER_TIMEOUT_S")"
-case "$status" in
-    200 | 202) log "Patroni: $(head -c 300 "$BODY")" ;;
-    000) log "no answer to the switchover within ${PATRONI_SWITCHOVER_TIMEOUT_S}s; checking the role anyway" ;;
-    *) die 5 "switchover refused (HTTP $status): $(head -c 300 "$BODY")" ;;
-esac
+# Patroni may refuse a candidate that stopped being eligible between our look and the
+# request (in synchronous mode: the synchronous standby moved): look again, bounded.
+for attempt in 1 2 3; do
+    candidate="$(pick_candidate)"
+    if [[ -z "$candidate" ]]; then
+        summary="$(jq -r '[.members[] | "\(.name) \(.role)/\(.state) lag=\(.lag // "-")"] | join(", ")' "$BODY")"
+        die 4 "no healthy replica outside this event's VMs (${QG_RESOURCES:-none}) to take over: $summary"
+    fi
+    payload="$(jq -cn --arg leader "$PATRONI_MEMBER" --arg candidate "$candidate" \
+        '{leader: $leader, candidate: $candidate}')"
+    log "switching over: $payload"
+    status="$(request POST /switchover "$payload" "$PATRONI_SWITCHOVER_TIMEOUT_S")"
+    case "$status" in
+        200 | 202) log "Patroni: $(head -c 300 "$BODY")"; break ;;
+        000) log "no answer to the switchover within ${PATRONI_SWITCHOVER_TIMEOUT_S}s; checking the role anyway"; break ;;
+        4??)
+            ((attempt < 3)) || die 5 "switchover refused (HTTP $status): $(head -c 300 "$BODY")"
+            log "switchover refused (HTTP $status): $(head -c 300 "$BODY"); looking again"
+            sleep "$PATRONI_POLL_S"
+            status="$(request GET /cluster)"
+            [[ "$status" == 200 ]] || die 3 "GET /cluster answered HTTP $status: $(head -c 300 "$BODY")"
+            ;;
+        *) die 5 "switchover refused (HTTP $status): $(head -c 300 "$BODY")" ;;
+    esac
+done
 
 deadline=$((SECONDS + PATRONI_WAIT_S))
 while :; do
