@@ -62,7 +62,7 @@ def test_rebooted_vm_reregisters_and_restores(zk: KazooClient, zk_layout: Layout
     assert log.read_text().splitlines() == [f"restore {eid}"]
     again = record(zk, zk_layout.vm("vm-1"), VMRegistration)
     assert again is not None and again.registered_at > first.registered_at
-    assert agent.health()["ok"]
+    wait_until(lambda: agent.health()["ok"], 5, message="the agent to report healthy")
     gone = wait_until(lambda: (r := record(zk, zk_layout.event(eid), PlatformEvent))
                       and r.status == PlatformStatus.GONE and r, 10)
     assert gone.started_at is not None and "vm-1" in gone.seen_by
