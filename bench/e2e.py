@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from bench.procs import CoordinatorProcess
-from quorumgate.rollout import GroupSpec, Rollout, RolloutSpec, rollout_stack
+from quorumgate.rollout import GroupSpec, RolloutSpec, rollout_stack
 from registry.records import DecisionState
 
 S = DecisionState
@@ -55,14 +55,6 @@ def spread_groups(vms: int) -> list[GroupSpec]:
     return [GroupSpec(f"g-{k}", [f"vm-{3 * k + j}" for j in range(3)]) for k in range(vms // 3)]
 
 
-def _settled(rollout: Rollout, eid: str) -> bool:
-    if rollout.emu.event(eid)["status"] in ("Scheduled", "Started"):
-        return False
-    decision = rollout.watcher.decisions.get(eid)
-    return decision is not None and (decision.state is S.RESTORED or (
-        decision.state is S.CANCELLED and not decision.reserved))
-
-
 def run(hosts: str, vms: int = 100, uds: int = 5, events: int = 15, poll_s: float = 1.0,
         downtime_s: float = 2.0, out=lambda line: None) -> E2EResult:
     spec = RolloutSpec(cluster={"vms": vms, "fds": 3, "uds": uds}, groups=spread_groups(vms),
@@ -89,7 +81,7 @@ def run(hosts: str, vms: int = 100, uds: int = 5, events: int = 15, poll_s: floa
                 for k in range(events):
                     eid = rollout.schedule_ud(k % uds)
                     deadline = time.monotonic() + 120
-                    while not _settled(rollout, eid):
+                    while not rollout.settled(eid):
                         if time.monotonic() > deadline:
                             result.completed = False
                             break

@@ -71,22 +71,20 @@ class ClusterView:
     """An immutable copy of the mirror: what every reader (API, dashboard, leader) sees."""
 
     records: dict[str, dict[str, Versioned]]
+    """Per folder, every record with its znode version (malformed ones as None)."""
+    valid: dict[str, dict[str, Any]]
+    """Per folder, the valid records; shared between views: read-only."""
+    vm_index: dict[str, VMView]
     policy: Policy
     policy_version: int
     generation: int = 0
     """Bumped by every change the mirror applies: equal generations, equal views."""
     source: int = 0
     """Which mirror this view came from (several can live in one process)."""
-    vm_index: dict[str, VMView] | None = None
-    valid: dict[str, dict[str, Any]] | None = None
-    """Per folder, the valid records (precomputed by the mirror); treat as read-only."""
 
     def folder(self, name: str) -> dict[str, Any]:
         """The valid records of a folder (malformed ones are left out); read-only."""
-        if self.valid is not None and name in self.valid:
-            return self.valid[name]
-        return {key: item.record for key, item in self.records.get(name, {}).items()
-                if item.record is not None}
+        return self.valid[name]
 
     def versions(self, name: str) -> dict[str, int]:
         """Znode versions of every record of a folder, malformed ones included: a writer
@@ -127,9 +125,7 @@ class ClusterView:
 
     def vm_views(self) -> dict[str, VMView]:
         """Every VM we know, live or not: the registration wins over the last known state."""
-        if self.vm_index is not None:
-            return self.vm_index
-        return build_vm_index(self.registrations, self.vm_states)
+        return self.vm_index
 
 
 def build_vm_index(registrations: dict[str, VMRegistration],
@@ -194,9 +190,9 @@ class ClusterCache:
             if self._vm_index is None or self._vm_index[0] != self._vm_generation:
                 self._vm_index = (self._vm_generation,
                                   build_vm_index(valid["vms"], valid["vm-state"]))
-            return ClusterView(records, self._policy, self._policy_version,
-                               generation=self._generation, source=id(self),
-                               vm_index=self._vm_index[1], valid=valid)
+            return ClusterView(records, valid, self._vm_index[1], self._policy,
+                               self._policy_version, generation=self._generation,
+                               source=id(self))
 
     def _on_event(self, event: TreeEvent) -> None:
         kind = event.event_type

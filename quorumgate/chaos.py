@@ -235,7 +235,7 @@ class Chaos:
                  f"{spec.coordinators} coordinators, 3 ZooKeeper nodes, clock x{spec.speed:g}")
         while time.monotonic() < deadline:
             for ud, eid in list(busy.items()):
-                if rollout._event_over(eid):
+                if rollout.event_over(eid):
                     del busy[ud]
             free = [ud for ud in range(spec.uds) if ud not in busy]
             if free and len(busy) < 2 and self.rng.random() < 0.15:
@@ -249,7 +249,7 @@ class Chaos:
         self._heal()
         settle = time.monotonic() + spec.settle_s
         while time.monotonic() < settle:
-            if all(rollout._settled(eid) for eid in rollout.scheduled):
+            if all(rollout.settled(eid) for eid in rollout.scheduled):
                 break
             time.sleep(0.2)
         self._stop.set()
@@ -428,7 +428,7 @@ class Chaos:
                               f"{approvals} approvals")
         unfinished = [f"event {eid[:8]}: {decisions[eid].state.value if eid in decisions else '?'}"
                       f" {decisions[eid].reason if eid in decisions else ''}"
-                      for eid in rollout.scheduled if not rollout._settled(eid)]
+                      for eid in rollout.scheduled if not rollout.settled(eid)]
         return ChaosReport(seed=self.spec.seed, faults=dict(self.faults),
                            events=len(summary.events), acknowledged=summary.acknowledged,
                            forced=summary.forced, held=summary.held,

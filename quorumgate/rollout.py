@@ -456,15 +456,17 @@ class Rollout:
                  f"{event['event_id'][:8]} for UD {ud} ({', '.join(event['resources'])})")
         return event["event_id"]
 
-    def _event_over(self, eid: str) -> bool:
+    def event_over(self, eid: str) -> bool:
+        """The platform is done with the event (it left IMDS)."""
         return self.emu.event(eid)["status"] not in ("Scheduled", "Started")
 
-    def _settled(self, eid: str) -> bool:
+    def settled(self, eid: str) -> bool:
+        """The event is over and, under quorumgate, its reservation is released."""
         if self.spec.strategy != "quorumgate":
             vms = self.emu.sim.vms(self.clock.now())
-            return self._event_over(eid) and not any(v.down for v in vms)
+            return self.event_over(eid) and not any(v.down for v in vms)
         decision = self.watcher.decisions.get(eid)
-        return self._event_over(eid) and decision is not None and (
+        return self.event_over(eid) and decision is not None and (
             decision.state is S.RESTORED or
             (decision.state is S.CANCELLED and not decision.reserved))
 
@@ -481,9 +483,9 @@ class Rollout:
         while time.monotonic() < deadline:
             if self.spec.strategy == "ack-on-sight":
                 self._ack_on_sight()
-            if all(self._event_over(eid) for eid in self.scheduled):
+            if all(self.event_over(eid) for eid in self.scheduled):
                 if not uds:
-                    if all(self._settled(eid) for eid in self.scheduled):
+                    if all(self.settled(eid) for eid in self.scheduled):
                         break
                 else:
                     self.schedule_ud(uds.pop(0))
@@ -529,7 +531,7 @@ class Rollout:
             held=sum(1 for r in reports if r.held_reason),
             forced=sum(1 for r in reports if r.start_cause == "not_before"),
             acknowledged=len(acked), violations=self.violations(events, vms),
-            completed=all(self._settled(eid) for eid in self.scheduled),
+            completed=all(self.settled(eid) for eid in self.scheduled),
             mean_time_to_ack_s=sum(times) / len(times) if times else None,
             workload=self.spec.workload.report())
 

@@ -22,14 +22,12 @@ from registry.records import (
     DecisionState,
     DrainRecord,
     DrainStatus,
-    EventType,
     Group,
     PlatformEvent,
     PlatformStatus,
-    VMRegistration,
-    VMState,
 )
 from registry.zk import make_client
+from tests.coordinator.test_api_support import register, schedule
 from tests.helpers import wait_until
 
 S = DecisionState
@@ -41,19 +39,6 @@ def node(zk_hosts: str, layout: Layout, identity: str) -> CoordinatorNode:
     coordinator = CoordinatorNode(config)
     coordinator.start(timeout=15)
     return coordinator
-
-
-def register(zk: KazooClient, layout: Layout, name: str, ud: int, fd: int = 0) -> None:
-    zk.create(layout.vm(name), encode(VMRegistration(name=name, fd=fd, ud=ud)),
-              ephemeral=True, makepath=True)
-    zk.create(layout.vm_state(name), encode(VMState(name=name, fd=fd, ud=ud)), makepath=True)
-
-
-def schedule(zk: KazooClient, layout: Layout, eid: str, resources: list[str],
-             not_before: float = 2e9) -> None:
-    zk.create(layout.event(eid), encode(PlatformEvent(
-        event_id=eid, event_type=EventType.REBOOT, status=PlatformStatus.SCHEDULED,
-        resources=resources, not_before=not_before, seen_by=resources)), makepath=True)
 
 
 def decision(zk: KazooClient, layout: Layout, eid: str) -> Decision | None:
@@ -75,7 +60,7 @@ def finish_drains(zk: KazooClient, layout: Layout) -> None:
 def cluster(zk: KazooClient, zk_layout: Layout) -> Layout:
     ensure_layout(zk, zk_layout)
     for i in range(6):
-        register(zk, zk_layout, f"vm-{i}", ud=i % 3)
+        register(zk, zk_layout, f"vm-{i}", fd=0, ud=i % 3)
     zk.create(zk_layout.group("g"), encode(Group(name="g", members=["vm-0", "vm-1", "vm-2"],
                                                  min_available=2)), makepath=True)
     return zk_layout

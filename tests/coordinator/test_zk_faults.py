@@ -46,7 +46,7 @@ def setup(zk_cluster: str):
         layout = Layout(cluster=zk_cluster)
         ensure_layout(client, layout)
         for i in range(6):
-            register(client, layout, f"vm-{i}", ud=i % 3)
+            register(client, layout, f"vm-{i}", fd=0, ud=i % 3)
         client.create(layout.group("g"), encode(Group(name="g", members=["vm-0", "vm-1",
                                                                         "vm-2"])))
         return client, layout
