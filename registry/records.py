@@ -29,8 +29,10 @@ class VMPlacement(Record):
 
     name: Name
     vm_id: str = ""
-    fd: int = Field(ge=0)
-    ud: int = Field(ge=0)
+    fd: int | None = Field(default=None, ge=0)
+    """None when IMDS did not report `platformFaultDomain` (never read as 0)."""
+    ud: int | None = Field(default=None, ge=0)
+    """None when IMDS did not report `platformUpdateDomain` (never read as 0)."""
     zone: str = ""
     location: str = ""
     address: str = ""
@@ -118,6 +120,15 @@ class PlatformEvent(Record):
     last_seen: float = 0.0
     started_at: float | None = None
     gone_at: float | None = None
+    """When an agent first found the event missing from a newer document of its own."""
+    gone_by: list[Name] = []
+    """The VMs whose own documents no longer list the event (Gone is confirmed by them)."""
+    incarnations: dict[str, int] = {}
+    """Per reporting VM, the DocumentIncarnation of its last merged document: each VM's
+    counter is its own, so a report is stale only against the same VM's earlier one."""
+    observed_at: float = 0.0
+    """When the document whose details (Resources, NotBefore...) this record holds was
+    fetched: across VMs, the newest observation wins."""
 
 
 # ---------------------------------------------------------------- decisions
@@ -141,6 +152,58 @@ class DecisionState(StrEnum):
 TERMINAL_STATES = frozenset({DecisionState.RESTORED, DecisionState.CANCELLED})
 
 
+class DecisionCode(StrEnum):
+    """Why a decision is where it is, as a stable code: everything that branches,
+    alerts or filters reads the code, never the sentence in `reason`."""
+
+    SEEN = "seen"
+    WAITING_FOR_UD = "waiting_for_ud"
+    """Routine: another maintenance domain's event holds the budget."""
+    RESERVED_ELSEWHERE = "reserved_elsewhere"
+    """Routine: a VM of the event is reserved by another in-flight event."""
+    UNSAFE_GROUP = "unsafe_group"
+    UNSAFE_CAP = "unsafe_cap"
+    UNSAFE_SPAN = "unsafe_span"
+    """The event alone spans more maintenance domains than the policy allows at once."""
+    UNKNOWN_VM = "unknown_vm"
+    UNKNOWN_DOMAIN = "unknown_domain"
+    UNREADABLE_RECORD = "unreadable_record"
+    OPERATOR_HOLD = "operator_hold"
+    PAUSED = "paused"
+    BEST_EFFORT = "best_effort"
+    DRAINING = "draining"
+    DRAIN_FAILED = "drain_failed"
+    DRAIN_TIMEOUT = "drain_timeout"
+    RETRY_BACKOFF = "retry_backoff"
+    DRAINED = "drained"
+    GATE_PENDING = "gate_pending"
+    GATE_FAILING = "gate_failing"
+    RESOURCES_CHANGED = "resources_changed"
+    APPROVED = "approved"
+    NO_ACKER = "no_acker"
+    APPROVAL_REVOKED = "approval_revoked"
+    ACK_REJECTED = "ack_rejected"
+    ACK_TIMEOUT = "ack_timeout"
+    ACKER_LOST = "acker_lost"
+    APPROVALS_EXHAUSTED = "approvals_exhausted"
+    ACKNOWLEDGED = "acknowledged"
+    STARTED = "started"
+    FORCED = "forced"
+    COMPLETED = "completed"
+    WAITING_RESTORE = "waiting_restore"
+    STUCK = "stuck"
+    NOT_RETURNED = "not_returned"
+    """A VM of an undelayable event (Terminate/Preempt) never came back: deleted."""
+    RESTORED = "restored"
+    CANCELLED = "cancelled"
+    REAPPEARED = "reappeared"
+    DRY_RUN = "dry_run"
+
+
+ROUTINE_CODES = frozenset({DecisionCode.WAITING_FOR_UD, DecisionCode.RESERVED_ELSEWHERE})
+"""Held for our own budget: not a hold an operator must look at."""
+
+
 class Transition(Record):
     at: float
     to: DecisionState
@@ -154,6 +217,7 @@ class Decision(Record):
     event_id: Name
     state: DecisionState = DecisionState.NEW
     reason: str = ""
+    code: DecisionCode = DecisionCode.SEEN
     reserved: list[Name] = []
     """VMs whose availability this event holds; released only at a terminal state."""
     drain: list[Name] = []
@@ -164,6 +228,17 @@ class Decision(Record):
     """Non-empty while an operator holds the event: the reason they gave."""
     force_reason: str = ""
     """Non-empty when an operator force-approved the event."""
+    force_skip_drain: bool = False
+    """The operator's force also skips the drain (default: a force still drains)."""
+    retries: int = 0
+    """Drain retries so far, automatic and operator-requested."""
+    retry_seen: int = 0
+    """The last operator retry request (`Override.retry`) this decision acted on."""
+    approved: list[Name] = []
+    """The VMs the current approval covers: the acker acknowledges only while its own
+    IMDS document lists no VM outside this set."""
+    dry_run: bool = False
+    """Decided under `policy.dry_run`: nothing was drained nor acknowledged."""
     acker: Name | None = None
     approval: int = 0
     """Incremented on every approval; an acker sends one acknowledgement per approval."""
@@ -239,6 +314,10 @@ class Override(Record):
     event_id: Name
     hold: str = ""
     force: str = ""
+    skip_drain: bool = False
+    """With `force`: approve without draining (the default force still drains)."""
+    retry: int = 0
+    """Bumped by every operator retry of a failed drain; the leader acts once per value."""
     by: str = ""
     at: float = 0.0
 
@@ -272,6 +351,19 @@ class Policy(Record):
     restore_timeout_s: float = Field(default=1800.0, gt=0)
     ack_timeout_s: float = Field(default=60.0, gt=0)
     """After this long without the event starting, an approval is renewed."""
+    drain_retries: int = Field(default=2, ge=0)
+    """Automatic retries of a failed or timed-out drain before the event stays failed."""
+    drain_retry_backoff_s: float = Field(default=30.0, ge=0)
+    """Wait before the first automatic retry; doubled for each further one."""
+    gone_grace_s: float = Field(default=30.0, ge=0)
+    """An event missing from IMDS is over only after this long without reappearing, and
+    only once one of its own VMs (when any is known) reported it missing."""
+    unmanaged_vms: Literal["hold", "outside"] = "hold"
+    """An event naming a VM quorumgate does not know: `hold` it (unknown is unavailable
+    and may sit in any maintenance domain), or treat such VMs as `outside` every group
+    and domain budget (only for VMs that really run nothing replicated)."""
+    clock_skew_s: float = Field(default=30.0, ge=0)
+    """Tolerated disagreement between agents' clocks and the platform's."""
     paused: bool = False
     dry_run: bool = False
 
