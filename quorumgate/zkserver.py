@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import queue
 import random
 import shutil
 import signal
@@ -27,9 +28,11 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 JAVA_DIR = Path("/usr/share/java")
 ZOOKEEPER_JARS = ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar")
@@ -172,13 +175,68 @@ def server_mode(host: str, port: int, timeout: float = 1.0) -> str | None:
 # --------------------------------------------------------------------------- one server
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it if the parent thread dies (PR_SET_PDEATHSIG).
+_PR_SET_PDEATHSIG = 1
+try:  # resolved once here: the child of a fork must not load libraries (locks)
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except OSError:  # not glibc: children then outlive a crashed parent
+    _prctl = None
 
-    A crashed test run then leaves no JVM behind. Start servers from a long-lived thread.
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the thread that forked it ends.
+
+    PR_SET_PDEATHSIG follows the *thread*, not the process: a child forked by a
+    short-lived thread (a `threading.Timer`, a pool worker) is killed as soon as that
+    thread returns. So every child is forked by `spawn`'s one long-lived thread, and a
+    crashed run still leaves no JVM behind.
     """
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _Spawner:
+    """Forks children from one daemon thread that lives as long as the process."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[
+            tuple[tuple[Any, ...], dict[str, Any], Future[subprocess.Popen[bytes]]]
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        if threading.current_thread() is self._thread:
+            return subprocess.Popen(*args, **kwargs)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="child-spawner",
+                                                daemon=True)
+                self._thread.start()
+        done: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((args, kwargs, done))
+        return done.result()
+
+    def _run(self) -> None:
+        while True:
+            args, kwargs, done = self._requests.get()
+            try:
+                done.set_result(subprocess.Popen(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller
+                done.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
+def spawn(*args: Any, die_with_parent: bool = True, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """`subprocess.Popen` from the process-wide spawner thread, from any thread.
+
+    With `die_with_parent` the child is SIGKILLed when this process dies, however it
+    dies; which thread asked for the child does not matter.
+    """
+    if die_with_parent:
+        kwargs["preexec_fn"] = _die_with_parent
+    return _spawner.popen(*args, **kwargs)
 
 
 _running: weakref.WeakSet[ZooKeeperServer] = weakref.WeakSet()
@@ -345,14 +403,13 @@ class ZooKeeperServer:
             with open(self.log_path, "ab") as log:
                 log.write(f"==== quorumgate: starting at {time.ctime()} ====\n".encode())
                 log.flush()
-                self._proc = subprocess.Popen(
+                self._proc = spawn(
                     self.command(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=self.base_dir,
                     start_new_session=True,  # Ctrl-C reaches us; we stop it ourselves
-                    preexec_fn=_die_with_parent,
                 )
             self._paused = False
             _running.add(self)

@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -123,6 +124,20 @@ def test_private_server_restarts_with_its_data(zk_server: ZooKeeperServer) -> No
                    message="data after restart")
     finally:
         _close(client)
+
+
+def test_a_server_restarted_from_a_short_lived_thread_keeps_running(
+        zk_server: ZooKeeperServer) -> None:
+    """A JVM dies with the thread that forked it (PR_SET_PDEATHSIG): a node restarted
+    from a `threading.Timer`, as the chaos nemesis does, must outlive that thread."""
+    zk_server.stop()
+    timer = threading.Timer(0.01, lambda: zk_server.start(wait=False))
+    timer.start()
+    timer.join(10)
+    assert not timer.is_alive()
+    zk_server.wait_serving(timeout=30)
+    time.sleep(1.0)  # a child killed with its thread would be gone by now
+    assert zk_server.is_running() and zk_server.is_serving()
 
 
 # ---------------------------------------------------------------- 3-node ensemble
