@@ -7,6 +7,8 @@ message naming the field instead of surfacing later as a confusing runtime error
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from registry import settings
 from registry.records import MinAvailable, Name
 from registry.settings import ConfigError, DaemonSettings
 
-__all__ = ["AgentConfig", "ConfigError", "HookConfig", "build", "load"]
+__all__ = ["AgentConfig", "ConfigError", "HookConfig", "build", "check_hooks", "load"]
 
 
 class HookConfig(BaseModel):
@@ -136,9 +138,11 @@ def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def build(data: Mapping[str, Any]) -> AgentConfig:
-    """Validate merged settings; ConfigError names every bad field."""
-    return settings.validate(AgentConfig, data, "agent")
+def build(data: Mapping[str, Any],
+          origins: settings.Origins | None = None) -> AgentConfig:
+    """Validate merged settings; ConfigError names every bad field (and the environment
+    variable or flag it came from, given `origins`)."""
+    return settings.validate(AgentConfig, data, "agent", origins)
 
 
 def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
@@ -147,4 +151,67 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
     path = path or env.get(f"{settings.ENV_PREFIX}CONFIG")
     file_layer = read_file(path) if path else {}
-    return build(merge(file_layer, from_env(env), overrides or {}))
+    env_layer = from_env(env)
+    origins = {**settings.env_origins(env_layer, env, nested=_HOOKS),
+               **settings.flag_origins(overrides or {}, nested=_HOOKS)}
+    return build(merge(file_layer, env_layer, overrides or {}), origins)
+
+
+# ---------------------------------------------------------------- what --check looks at
+
+SHELL_WORDS = frozenset({
+    "!", ".", ":", "[", "[[", "{", "(", "alias", "break", "case", "cd", "command",
+    "continue", "echo", "eval", "exec", "exit", "export", "false", "for", "if", "kill",
+    "printf", "pwd", "read", "return", "set", "shift", "test", "trap", "true", "ulimit",
+    "umask", "unset", "until", "wait", "while"})
+"""Shell builtins and keywords: a command starting with one runs without a program."""
+
+
+def _program(command: str | list[str]) -> str | None:
+    """The program a hook command runs first, or None when that cannot be told (a shell
+    builtin or keyword, shell syntax `shlex` cannot read)."""
+    if isinstance(command, list):
+        return command[0] if command else None
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return None
+    while words and "=" in words[0] and not words[0].startswith("="):
+        words = words[1:]  # FOO=bar program ...
+    if words and words[0] == "exec":
+        words = words[1:]
+    if not words or words[0] in SHELL_WORDS or any(c in words[0] for c in "$`;|&<>()"):
+        return None
+    return words[0]
+
+
+def hook_problem(hook: HookConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why this hook cannot run here (its program is missing or not executable), or None."""
+    if hook.command is None:
+        return None
+    program = _program(hook.command)
+    if program is None:
+        return None
+    if "/" in program:
+        path = Path(program)
+        if not path.exists():
+            return f"{program} does not exist"
+        if path.is_dir():
+            return f"{program} is a directory"
+        if not os.access(path, os.X_OK):
+            return f"{program} is not executable (chmod +x, or run it with its interpreter)"
+        return None
+    env = os.environ if environ is None else environ
+    if shutil.which(program, path=env.get("PATH")) is None:
+        return f"{program!r} is not found in PATH"
+    return None
+
+
+def check_hooks(config: AgentConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What `--check` finds wrong with the hooks on this machine: one line per hook."""
+    problems = []
+    for name in _HOOKS:
+        problem = hook_problem(getattr(config, name), environ)
+        if problem:
+            problems.append(f"{name}.command: {problem}")
+    return problems

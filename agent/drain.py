@@ -18,22 +18,24 @@ from kazoo.recipe.watchers import DataWatch
 
 from agent import zkstore
 from agent.config import HookConfig
-from agent.hooks import HookContext, HookResult, run_hook
+from agent.hooks import HookContext, HookResult, log_tail, run_hook
 from registry.clock import Clock
 from registry.layout import Layout
 from registry.records import DrainRecord, DrainStatus, DrainWant, PlatformEvent
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, DrainWant]
+Key = tuple[str, DrainWant, int]
+"""(event_id, want, attempt): one hook run per request; a retry is a new attempt."""
 
 
 def wants_run(record: DrainRecord) -> bool:
     """Does this request still need its hook, judging by the record alone?
 
-    A drain reported `failed` is left for the coordinator (or an operator) to retry by
-    resetting it to `pending`; a restore runs whenever it is not yet `restored` — that is
-    how a rebooted VM restores itself when it comes back.
+    A drain reported `failed` is left for the coordinator to retry, automatically or when
+    an operator asks (`quorumgate retry`), as a new attempt of the request; a restore
+    runs whenever it is not yet `restored` — that is how a rebooted VM restores itself
+    when it comes back.
     """
     if record.want == DrainWant.DRAINED:
         return record.status in (DrainStatus.PENDING, DrainStatus.RUNNING)
@@ -83,7 +85,7 @@ class DrainWorker:
             record, _ = zkstore.read(self.zk, self.path, DrainRecord)
             if record is None or record.vm != self.vm:
                 return
-            key = (record.event_id, record.want)
+            key = _key(record)
             if key in self._attempted:
                 return
             self._attempted.add(key)
@@ -117,7 +119,12 @@ class DrainWorker:
             log.exception("%s hook crashed", ctx.action)
             result = HookResult(False, "failed", f"hook crashed: {exc}")
         self._on_result(ctx.action, result.result)
-        log.info("%s: %s hook for %s: %s", self.vm, ctx.action, ctx.event_id, result.result)
+        if result.ok:
+            log.info("%s: %s hook for %s: %s", self.vm, ctx.action, ctx.event_id,
+                     result.result)
+        else:
+            log.warning("%s: %s hook for event %s %s; output tail: %s", self.vm, ctx.action,
+                        ctx.event_id, result.summary(), log_tail(result.detail) or "(none)")
         try:
             self._report(key, result)
         except Exception as exc:
@@ -156,4 +163,4 @@ class DrainWorker:
 
 
 def _key(record: DrainRecord) -> Key:
-    return (record.event_id, record.want)
+    return (record.event_id, record.want, record.attempt)

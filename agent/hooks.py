@@ -51,6 +51,34 @@ class HookResult:
     result: str
     """`done`, `failed`, `timeout` or `skipped` (no hook): a metrics label."""
     detail: str
+    exit_code: int | None = None
+    """A command's exit status (negative: killed by that signal); None otherwise."""
+    http_status: int | None = None
+    """A URL hook's HTTP status; None otherwise."""
+
+    def summary(self) -> str:
+        """How it ended, for a log line: `failed with exit code 3`, `timeout after 5s`."""
+        if self.exit_code is not None and not self.ok:
+            if self.exit_code < 0:
+                return f"{self.result}: killed by signal {-self.exit_code}"
+            return f"{self.result} with exit code {self.exit_code}"
+        if self.http_status is not None and not self.ok:
+            return f"{self.result} with HTTP {self.http_status}"
+        return self.result
+
+
+LOG_TAIL_LINES = 5
+LOG_TAIL_CHARS = 600
+
+
+def log_tail(detail: str, lines: int = LOG_TAIL_LINES, limit: int = LOG_TAIL_CHARS) -> str:
+    """The last few lines of a hook's output (stdout and stderr) on one log line, without
+    the closing `[exit code N]` note (the log line says that already)."""
+    kept = [line.strip() for line in detail.splitlines() if line.strip()]
+    if kept and kept[-1].startswith("[") and kept[-1].endswith("]"):
+        kept.pop()
+    text = " | ".join(kept[-lines:])
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
 def tail(text: str | bytes, note: str = "", limit: int = TAIL_BYTES) -> str:
@@ -94,8 +122,9 @@ def _run_command(hook: HookConfig, ctx: HookContext) -> HookResult:
         return HookResult(False, "timeout",
                           tail(output or b"", f"[timed out after {hook.timeout_s:g}s]"))
     if proc.returncode == 0:
-        return HookResult(True, "done", tail(output or b""))
-    return HookResult(False, "failed", tail(output or b"", f"[exit code {proc.returncode}]"))
+        return HookResult(True, "done", tail(output or b""), exit_code=0)
+    return HookResult(False, "failed", tail(output or b"", f"[exit code {proc.returncode}]"),
+                      exit_code=proc.returncode)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -117,5 +146,5 @@ def _call_url(hook: HookConfig, ctx: HookContext) -> HookResult:
         return HookResult(False, "failed", tail(f"{type(exc).__name__}: {exc}"))
     text = tail(response.text, f"[HTTP {response.status_code}]")
     if 200 <= response.status_code < 300:
-        return HookResult(True, "done", text)
-    return HookResult(False, "failed", text)
+        return HookResult(True, "done", text, http_status=response.status_code)
+    return HookResult(False, "failed", text, http_status=response.status_code)

@@ -9,8 +9,9 @@ import signal
 import sys
 from typing import Any
 
-from agent.config import AgentConfig, ConfigError, load
+from agent.config import AgentConfig, ConfigError, check_hooks, load
 from agent.daemon import Agent
+from registry.logs import setup_logging
 
 __all__ = ["Agent", "AgentConfig", "main", "parser"]
 
@@ -21,7 +22,9 @@ def parser() -> argparse.ArgumentParser:
         description="Per-VM daemon: IMDS scheduled events -> ZooKeeper, drain hooks, "
                     "acknowledgements. Settings: file < QG_* environment < flags.")
     p.add_argument("--config", help="TOML or YAML file (default: $QG_CONFIG)")
-    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config (and that the hooks' programs exist and are "
+                        "executable here), print it and exit: 0 good, 2 bad")
     p.add_argument("--cluster")
     p.add_argument("--zk-hosts", dest="zk_hosts")
     p.add_argument("--zk-root", dest="zk_root")
@@ -46,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
                    help="serve /healthz and /metrics here (0 = off)")
     p.add_argument("--health-host", dest="health_host")
     p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--log-format", dest="log_format", choices=("text", "json"),
+                   help="text (default) or json: one JSON object per line")
     return p
 
 
@@ -53,7 +58,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flags that were given, shaped like config fields."""
     plain = ("cluster", "zk_hosts", "zk_root", "zk_auth", "zk_session_timeout_s", "imds_url",
              "instance_api_version", "events_api_version", "poll_interval_s", "clock",
-             "vm_name", "groups", "health_port", "health_host", "log_level")
+             "vm_name", "groups", "health_port", "health_host", "log_level", "log_format")
     out: dict[str, Any] = {k: getattr(args, k) for k in plain if getattr(args, k) is not None}
     if args.min_available is not None:
         value = args.min_available
@@ -83,16 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"quorumgate agent: {exc}", file=sys.stderr)
         return 2
+    problems = check_hooks(config)
     if args.check:
+        if problems:
+            print("quorumgate agent: bad agent config: " + "; ".join(problems),
+                  file=sys.stderr)
+            return 2
         print(config.model_dump_json(indent=2, exclude={"zk_auth"}))
         return 0
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(config.log_level, config.log_format)
     if config.log_level != "DEBUG":
         # one line per IMDS request would drown everything else
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger("agent")
+    for problem in problems:  # loud, but a hook installed later still works
+        log.error("hook problem: %s: drains will fail until it is fixed", problem)
     agent = Agent(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: agent.request_stop())

@@ -11,7 +11,16 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from coordinator.providers import ProviderConfig
-from registry.settings import ENV_PREFIX, DaemonSettings, env_layer, read_file, validate
+from registry.settings import (
+    ENV_PREFIX,
+    ConfigError,
+    DaemonSettings,
+    env_layer,
+    env_origins,
+    flag_origins,
+    read_file,
+    validate,
+)
 
 Role = Literal["viewer", "operator"]
 
@@ -66,5 +75,21 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
     if f"{ENV_PREFIX}TOKENS" in env:
         env_values["tokens"] = parse_tokens(env[f"{ENV_PREFIX}TOKENS"])
     data.update(env_values)
-    data.update({k: v for k, v in (flags or {}).items() if v is not None})
-    return validate(CoordinatorConfig, data, "coordinator")
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    data.update(given)
+    origins = {**env_origins(env_values, env), **flag_origins(given)}
+    return validate(CoordinatorConfig, data, "coordinator", origins)
+
+
+def access_problem(config: CoordinatorConfig) -> str | None:
+    """A coordinator with no token and no anonymous role refuses every API request (and
+    the dashboard): almost always a missing environment file, so `--check` fails on it."""
+    if config.tokens or config.anonymous:
+        return None
+    return ("no API tokens: every request would be refused (401). Set tokens "
+            "(QG_TOKENS=token:role,... or --token TOKEN:ROLE), or grant a role to requests "
+            "without a token explicitly (anonymous = \"viewer\", QG_ANONYMOUS, --anonymous) "
+            "on a trusted network only")
+
+
+__all__ = ["ConfigError", "CoordinatorConfig", "access_problem", "load", "parse_tokens"]

@@ -21,14 +21,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from coordinator.config import CoordinatorConfig, load
+from coordinator.config import CoordinatorConfig, access_problem, load
+from registry.logs import setup_logging as setup_log_format
 from registry.settings import ConfigError
 
 log = logging.getLogger("coordinator")
 
 PLAIN_FLAGS = ("cluster", "zk_hosts", "zk_root", "zk_auth", "zk_session_timeout_s", "identity",
                "host", "port", "anonymous", "clock", "resync_s", "webhook_url", "gate_ttl_s",
-               "audit_keep", "tls_cert", "tls_key", "log_level")
+               "audit_keep", "tls_cert", "tls_key", "log_level", "log_format")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", dest="tls_cert", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", dest="tls_key", help="... and this private key")
     p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--log-format", dest="log_format", choices=("text", "json"),
+                   help="text (default) or json: one JSON object per line")
     p.add_argument("--start-timeout", dest="start_timeout", type=float, default=60.0,
                    metavar="SECONDS", help="how long to wait for ZooKeeper at start (60)")
     return p
@@ -114,9 +117,8 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    setup_log_format(level, fmt)
     logging.getLogger("kazoo").setLevel(max(logging.getLevelName(level), logging.WARNING))
 
 
@@ -132,9 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quorumgate coordinator: {exc}", file=sys.stderr)
         return 2
     if args.check:
+        if problem := access_problem(config):
+            print(f"quorumgate coordinator: bad coordinator config: {problem}",
+                  file=sys.stderr)
+            return 2
         print(shown(config))
         return 0
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
+    if problem := access_problem(config):
+        log.error("%s", problem)
     return serve(config, args.start_timeout)
 
 

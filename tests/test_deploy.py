@@ -869,10 +869,26 @@ def test_systemd_units_are_hardened_and_start_the_right_command(kind: str) -> No
     argv = shlex.split(one["ExecStart"])
     assert argv[0] == "/opt/quorumgate/bin/quorumgate" and argv[1] == kind
     assert argv[argv.index("--config") + 1] == f"/etc/quorumgate/{kind}.toml"
-    # the same command line, on the sample config, validates
+    # the same command line, on the sample config, validates: with the unit's environment
+    # file (tokens) and, for the agent, the hooks installed where the config expects them
+    # (`--check` fails on a missing hook): here, this checkout's deploy/hooks
     argv[argv.index("--config") + 1] = str(DEPLOY / "config" / f"{kind}.toml")
-    result = quorumgate(*argv[1:], "--check")
+    env = {key: value for line in (DEPLOY / "config" / f"{kind}.env").read_text().splitlines()
+           if line.strip() and not line.lstrip().startswith("#")
+           for key, _, value in [line.partition("=")]}
+    if kind == "agent":
+        for action in ("drain", "restore"):
+            env[f"QG_{action.upper()}_HOOK_COMMAND"] = str(
+                DEPLOY / "hooks" / f"hdfs-datanode-{action}.sh")
+    result = quorumgate(*argv[1:], "--check", env=clean_env(env))
     assert result.returncode == 0, result.stderr
+    if kind == "agent":  # as installed by the sample config: not on this machine
+        result = quorumgate(*argv[1:], "--check")
+        assert result.returncode == 2 and "hdfs-datanode-drain.sh does not exist" in (
+            result.stderr)
+    else:  # without the environment file: no tokens, refused
+        result = quorumgate(*argv[1:], "--check")
+        assert result.returncode == 2 and "no API tokens" in result.stderr
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")

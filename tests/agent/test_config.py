@@ -80,3 +80,68 @@ def test_cli_check_prints_effective_config(capsys: pytest.CaptureFixture[str],
                  "--drain-command", "echo hi", "--health-port", "0"]) == 0
     out = capsys.readouterr().out
     assert '"from-env"' in out and '"g2"' in out and '"echo hi"' in out
+
+
+# ---------------------------------------------------------------- misconfiguration is loud
+
+
+@pytest.mark.parametrize("hosts", ["zk1:notaport", "zk1:2181,zk2:", "zk1:0", "zk1:65536",
+                                   "::1:2181", "[::1", " :2181"])
+def test_invalid_zk_hosts_fail_check(hosts: str, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QG_CONFIG", raising=False)
+    assert main(["--check", "--zk-hosts", hosts]) == 2
+    err = capsys.readouterr().err
+    assert "zk_hosts" in err and "--zk-hosts" in err
+
+
+@pytest.mark.parametrize("hosts", ["zk1", "zk1:2181,zk2:2182/chroot", "[::1]:2181",
+                                   "10.0.0.1:2181, 10.0.0.2:2181"])
+def test_valid_zk_hosts(hosts: str) -> None:
+    assert cfg.build({"zk_hosts": hosts}).zk_hosts == hosts
+
+
+def test_environment_errors_name_the_variable(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QG_CONFIG", raising=False)
+    monkeypatch.setenv("QG_ZK_HOSTS", "zk1:notaport")
+    monkeypatch.setenv("QG_HEALTH_PORT", "ninety")
+    monkeypatch.setenv("QG_DRAIN_HOOK_TIMEOUT_S", "-5")
+    monkeypatch.setenv("QG_ZK_AUTH", "secretpassword")
+    assert main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert "QG_ZK_HOSTS='zk1:notaport' (zk_hosts)" in err
+    assert "QG_HEALTH_PORT='ninety' (health_port)" in err
+    assert "QG_DRAIN_HOOK_TIMEOUT_S='-5' (drain_hook.timeout_s)" in err
+    assert "QG_ZK_AUTH (zk_auth)" in err and "secretpassword" not in err  # never echoed
+
+
+def test_check_fails_on_a_missing_or_not_executable_hook(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QG_CONFIG", raising=False)
+    missing = tmp_path / "hooks" / "drain.sh"
+    assert main(["--check", "--drain-command", f"{missing} --now"]) == 2
+    assert f"drain_hook.command: {missing} does not exist" in capsys.readouterr().err
+    missing.parent.mkdir()
+    missing.write_text("#!/bin/sh\nexit 0\n")
+    assert main(["--check", "--restore-command", str(missing)]) == 2
+    assert "restore_hook.command" in (err := capsys.readouterr().err)
+    assert "is not executable" in err
+    monkeypatch.setenv("QG_DRAIN_HOOK_COMMAND", "no-such-program-anywhere --flag")
+    assert main(["--check"]) == 2
+    assert "'no-such-program-anywhere' is not found in PATH" in capsys.readouterr().err
+    monkeypatch.delenv("QG_DRAIN_HOOK_COMMAND")
+    missing.chmod(0o755)
+    # executable now; list commands, programs on PATH, shell builtins and syntax pass
+    for argv in (["--drain-command", str(missing)],
+                 ["--drain-command", f"FOO=1 exec {missing} x"],
+                 ["--drain-command", "sleep 1"],
+                 ["--drain-command", 'echo "drained $QG_VM"; exit 0'],
+                 ["--drain-command", "test -e /x && { echo a; }"]):
+        assert main(["--check", *argv]) == 0, (argv, capsys.readouterr().err)
+        capsys.readouterr()
+    (tmp_path / "agent.yaml").write_text(
+        f"drain_hook:\n  command: [{tmp_path / 'nope'}, --x]\n")
+    assert main(["--check", "--config", str(tmp_path / "agent.yaml")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err

@@ -76,6 +76,33 @@ def test_bad_config_exits_2_with_a_message(capsys: pytest.CaptureFixture[str], a
     assert words in capsys.readouterr().err
 
 
+def test_check_fails_without_tokens_unless_anonymous_is_explicit(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert "no API tokens" in err and "QG_TOKENS" in err and "anonymous" in err
+    assert main(["--check", "--anonymous", "viewer"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("QG_TOKENS", "env-token-123456:operator")
+    assert main(["--check"]) == 0
+
+
+def test_environment_errors_name_the_variable(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QG_PORT", "eighty")
+    monkeypatch.setenv("QG_ZK_HOSTS", "zk1:notaport")
+    monkeypatch.setenv("QG_TOKENS", "short:operator")
+    assert main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert "QG_PORT='eighty' (port): Input should be a valid integer" in err
+    assert "QG_ZK_HOSTS='zk1:notaport' (zk_hosts): 'zk1:notaport': port 'notaport'" in err
+    assert "QG_TOKENS (tokens): tokens must be at least 8 characters" in err
+    assert "short" not in err.replace("shortly", "")  # a token is never echoed
+    monkeypatch.delenv("QG_PORT")
+    assert main(["--check", "--resync", "0", "--token", "flag-token-1234:operator"]) == 2
+    assert "--resync=0.0 (resync_s)" in capsys.readouterr().err
+
+
 def test_unreachable_zookeeper_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     root = logging.getLogger()
