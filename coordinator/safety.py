@@ -1,17 +1,24 @@
 """The safety core: from one snapshot of the cluster to the next decisions. Pure, no I/O.
 
-The invariant (docs/architecture.md, DESIGN.md): we never start a drain or an
-acknowledgement that leaves a replica group with fewer than `min_available` members
-that are live, not drained and not reserved by another in-flight event, and never
-reserve more than `policy.max_concurrent_uds` update domains at once. Only the
-platform breaks a group, by starting a held event at NotBefore (`forced`); the
-best-effort drain shortly before that start is part of the forced event.
+The invariant (docs/architecture.md): we never start a drain or an acknowledgement that
+leaves a replica group with fewer than `min_available` members that are live, not
+drained and not reserved by another in-flight event, and never reserve more than
+`policy.max_concurrent_uds` update domains at once — judged on the VMs the event
+*really* takes: the Resources the platform lists now. Only the platform breaks a group,
+by starting a held event at NotBefore (`forced`); the best-effort drain shortly before
+that start is part of the forced event.
 
 How: availability is *reserved* when draining starts (`Decision.reserved`) and released
-only when the event is over and every reserved VM is back, live and restored. Every
-reservation and every approval passes `Availability.admit`, which reads like the
-invariant. Each call returns only the decisions that change, each with a reason an
-operator can read.
+only when the event is confirmed gone and every reserved VM is back, live and
+restored. Every reservation and every approval passes `Availability.admit`, which reads
+like the invariant; an event whose Resources grow is reserved and drained again before
+any approval, and an approval names the set it covers (`Decision.approved`) so the
+acker sends nothing when its own IMDS document lists more. What the core cannot see
+fails closed: a VM it does not know, a VM without an update domain, and a record that
+does not decode all block the events they might touch, with a reason.
+
+Each call returns only the decisions that change, each with a reason an operator can
+read and a code (`DecisionCode`) that code can branch on.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from registry.records import (
     AckRecord,
     AckState,
     Decision,
+    DecisionCode,
     DecisionState,
     DrainRecord,
     DrainStatus,
     DrainWant,
     EventType,
     Group,
+    Override,
     PlatformEvent,
     PlatformStatus,
     Policy,
@@ -38,12 +47,16 @@ from registry.records import (
 )
 
 S = DecisionState
+C = DecisionCode
 HISTORY_LIMIT = 50
 MAX_APPROVALS = 5
 """Approvals renewed after rejections or silence before the event is marked failed."""
 UNDELAYABLE = frozenset({EventType.PREEMPT, EventType.TERMINATE})
 """Types with too little notice to wait for safety: drain at once, approve only if safe."""
 BEST_EFFORT = "; draining best-effort before the platform starts it"
+BEST_EFFORT_DRY = "; would drain best-effort before the platform starts it"
+IN_FLIGHT = frozenset({S.DRAINING, S.READY, S.APPROVED})
+"""States that hold a reservation for an approval still to come or not yet used."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,39 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """Records that exist but do not decode, by folder: the core fails closed on them."""
+
+    decisions: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    drains: frozenset[str] = frozenset()
+    """VM names whose `drain/<vm>` record does not decode."""
+    acks: frozenset[str] = frozenset()
+    overrides: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.decisions or self.groups or self.drains or self.acks
+                    or self.overrides)
+
+
+@dataclass(frozen=True)
+class GroupIndex:
+    groups: dict[str, Group]
+    members: dict[str, frozenset[str]]
+    groups_of: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def build(cls, groups: Sequence[Group]) -> GroupIndex:
+        members = {g.name: frozenset(g.members) for g in groups}
+        groups_of: dict[str, list[str]] = defaultdict(list)
+        for name, names in members.items():
+            for vm in names:
+                groups_of[vm].append(name)
+        return cls(groups={g.name: g for g in groups}, members=members,
+                   groups_of={vm: tuple(names) for vm, names in groups_of.items()})
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the core may look at. The shell builds it from ZooKeeper."""
 
@@ -72,8 +118,15 @@ class Snapshot:
     decisions: Mapping[str, Decision] = field(default_factory=dict)
     drains: Mapping[str, DrainRecord] = field(default_factory=dict)
     acks: Mapping[str, AckRecord] = field(default_factory=dict)
+    """Read together with the decisions (never from a lagging cache): an acker's claim
+    and the decision version it bumped are seen together or not at all."""
     gates: Mapping[str, GateResult] = field(default_factory=dict)
     """Health-gate results by group name; a gated group without a result is not yet safe."""
+    overrides: Mapping[str, Override] = field(default_factory=dict)
+    unreadable: Unreadable = field(default_factory=Unreadable)
+    index: GroupIndex | None = None
+    """The groups indexed by member; the shell passes one it keeps while the groups are
+    unchanged (None: built here)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +144,25 @@ class Change:
         return before != set(self.decision.reserved)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why an event may not be reserved or approved now."""
+
+    code: DecisionCode
+    text: str
+
+    @property
+    def routine(self) -> bool:
+        """Waiting for our own budget, not a risk an operator must look at."""
+        return self.code in (C.WAITING_FOR_UD, C.RESERVED_ELSEWHERE)
+
+    def held(self) -> str:
+        """The sentence for a hold: anything that is not our own budget or an operator's
+        word would break a promise, and says so."""
+        plain = self.routine or self.code in (C.OPERATOR_HOLD, C.PAUSED)
+        return self.text if plain else f"unsafe: {self.text}"
+
+
 # ---------------------------------------------------------------- availability
 
 
@@ -98,16 +170,18 @@ class Availability:
     """Which VMs are unavailable now, and whether reserving some more keeps every promise.
 
     A VM is unavailable when its agent is not live (or it is unknown), when it is
-    reserved by an in-flight event, or when its drain record says it is drained or not
-    yet restored. Everything is computed on demand and kept incrementally: a check costs
-    the size of the event and of the groups it touches, not of the cluster.
+    reserved by an in-flight event, or when its drain record says it is drained, not
+    yet restored or unreadable. Everything is computed on demand and kept
+    incrementally: a check costs the size of the event and of the groups it touches,
+    not of the cluster.
     """
 
     def __init__(self, snap: Snapshot) -> None:
         self.policy = snap.policy
         self.vms = snap.vms
         self.drains = snap.drains
-        index = group_index(snap.groups)
+        self.unreadable = snap.unreadable
+        index = snap.index or GroupIndex.build(snap.groups)
         self.groups, self.members, self.groups_of = index.groups, index.members, index.groups_of
         self.holders: dict[str, set[str]] = defaultdict(set)
         for decision in snap.decisions.values():
@@ -116,10 +190,21 @@ class Availability:
         self._available: dict[str, int] = {}
         self._down_known: int | None = None
         """How many known VMs are unavailable (only counted when a cap asks)."""
+        self._folded: dict[str, str] | None = None
+
+    def resolve(self, name: str) -> str:
+        """The known VM a Resources entry names (Azure VM names ignore case), else itself."""
+        if name in self.vms:
+            return name
+        if self._folded is None:
+            self._folded = {vm.casefold(): vm for vm in self.vms}
+        return self._folded.get(name.casefold(), name)
 
     def down(self, vm: str) -> bool:
         view = self.vms.get(vm)
         if view is None or not view.live or self.holders.get(vm):
+            return True
+        if vm in self.unreadable.drains:
             return True
         rec = self.drains.get(vm)
         return rec is not None and _in_use(rec)
@@ -145,23 +230,44 @@ class Availability:
         view = self.vms.get(vm)
         return view.ud if view else None
 
-    def admit(self, event_id: str, resources: Iterable[str]) -> str | None:
+    def outside(self, vm: str) -> bool:
+        """An unknown VM that policy treats as outside every group and budget."""
+        return (vm not in self.vms and self.policy.unmanaged_vms == "outside"
+                and vm not in self.groups_of)
+
+    def admit(self, event_id: str, resources: Iterable[str]) -> Problem | None:
         """None when reserving `resources` for `event_id` keeps the invariant, else why not."""
+        if problem := self._unreadable_problem(event_id):
+            return problem
         wanted = set(resources)
         for vm in sorted(wanted):
+            if vm in self.unreadable.drains:
+                return Problem(C.UNREADABLE_RECORD,
+                               f"the drain record of {vm} does not decode; fix or delete it")
+            if vm not in self.vms and not self.outside(vm):
+                why = ("a member of group " + self.groups_of[vm][0] if vm in self.groups_of
+                       else "no agent has registered it")
+                return Problem(C.UNKNOWN_VM, f"unknown VM {vm} ({why}): it may be in any "
+                               "update domain; register its agent, fix the name, or set "
+                               "policy unmanaged_vms=outside if it runs nothing replicated")
+            if vm in self.vms and self._ud(vm) is None:
+                return Problem(C.UNKNOWN_DOMAIN, f"{vm} reports no update domain")
             others = self.holders.get(vm, set()) - {event_id}
             if others:
-                return f"{vm} is reserved by event {sorted(others)[0]}"
+                return Problem(C.RESERVED_ELSEWHERE,
+                               f"{vm} is reserved by event {sorted(others)[0]}")
+        wanted = {vm for vm in wanted if not self.outside(vm)}
         uds = self.uds_reserved(excluding=event_id)
         new_uds = {ud for vm in wanted if (ud := self._ud(vm)) is not None}
-        if len(uds | new_uds) > self.policy.max_concurrent_uds:
-            limit = self.policy.max_concurrent_uds
+        limit = self.policy.max_concurrent_uds
+        if len(new_uds) > limit:
+            return Problem(C.UNSAFE_SPAN, f"event spans {len(new_uds)} update domains "
+                           f"({', '.join(map(str, sorted(new_uds)))}; max {limit} at once)")
+        if len(uds | new_uds) > limit:
             busy = ", ".join(f"UD {ud}" for ud in sorted(uds - new_uds))
-            if not busy:
-                return (f"event spans {len(new_uds)} update domains "
-                        f"({', '.join(map(str, sorted(new_uds)))}; max {limit} at once)")
-            return (f"waiting for {busy} to finish: would make {len(uds | new_uds)} update "
-                    f"domains unavailable at once (max {limit})")
+            return Problem(C.WAITING_FOR_UD,
+                           f"waiting for {busy} to finish: would make {len(uds | new_uds)} "
+                           f"update domains unavailable at once (max {limit})")
         newly_down = {vm for vm in wanted if not self.down(vm)}
         touched = sorted({g for vm in wanted for g in self.groups_of.get(vm, ())})
         for name in touched:
@@ -169,15 +275,32 @@ class Availability:
             taken = sorted(self.members[name] & wanted)
             after = self.available(name) - len(self.members[name] & newly_down)
             if after < group.required():
-                return (f"group {name}: event would take {', '.join(taken)}, leaving "
-                        f"{after} of {len(self.members[name])} available (min "
-                        f"{group.required()})")
+                return Problem(C.UNSAFE_GROUP,
+                               f"group {name}: event would take {', '.join(taken)}, leaving "
+                               f"{after} of {len(self.members[name])} available (min "
+                               f"{group.required()})")
         cap = self.policy.unavailable_cap(len(self.vms))
         if cap is not None:
             after = self.unavailable_known() + sum(1 for vm in newly_down if vm in self.vms)
             if after > cap:
-                return (f"cluster: {after} of {len(self.vms)} VMs would be unavailable, "
-                        f"max_unavailable {self.policy.max_unavailable}")
+                return Problem(C.UNSAFE_CAP,
+                               f"cluster: {after} of {len(self.vms)} VMs would be "
+                               f"unavailable, max_unavailable {self.policy.max_unavailable}")
+        return None
+
+    def _unreadable_problem(self, event_id: str) -> Problem | None:
+        """Records we cannot read might reserve or constrain anything: block, loudly."""
+        u = self.unreadable
+        if u.decisions:
+            return Problem(C.UNREADABLE_RECORD, f"decision record of event "
+                           f"{sorted(u.decisions)[0]} does not decode: its reservation is "
+                           "unknown; fix or delete it")
+        if u.groups:
+            return Problem(C.UNREADABLE_RECORD, f"group {sorted(u.groups)[0]} does not "
+                           "decode: its members and minimum are unknown; fix or delete it")
+        if event_id in u.overrides:
+            return Problem(C.UNREADABLE_RECORD, "the operator override of this event does "
+                           "not decode; fix or delete it")
         return None
 
     def reserve(self, event_id: str, resources: Iterable[str]) -> None:
@@ -203,34 +326,6 @@ class Availability:
             self._down_known -= step
 
 
-@dataclass(frozen=True)
-class GroupIndex:
-    groups: dict[str, Group]
-    members: dict[str, frozenset[str]]
-    groups_of: dict[str, tuple[str, ...]]
-
-
-_index_cache: list[tuple[tuple[int, ...], Sequence[Group], GroupIndex]] = []
-
-
-def group_index(groups: Sequence[Group]) -> GroupIndex:
-    """Groups indexed by member. The shell hands the same decoded Group objects pass
-    after pass until one changes, so the index is rebuilt only then (keyed by identity;
-    the cache entry keeps the objects alive so an id cannot be reused meanwhile)."""
-    key = tuple(id(g) for g in groups)
-    if _index_cache and _index_cache[0][0] == key:
-        return _index_cache[0][2]
-    members = {g.name: frozenset(g.members) for g in groups}
-    groups_of: dict[str, list[str]] = defaultdict(list)
-    for name, names in members.items():
-        for vm in names:
-            groups_of[vm].append(name)
-    index = GroupIndex(groups={g.name: g for g in groups}, members=members,
-                       groups_of={vm: tuple(names) for vm, names in groups_of.items()})
-    _index_cache[:] = [(key, list(groups), index)]
-    return index
-
-
 # ---------------------------------------------------------------- the decision pass
 
 
@@ -239,6 +334,8 @@ def decide(snap: Snapshot) -> list[Change]:
     avail = Availability(snap)
     changes: list[Change] = []
     for event in _in_order(snap):
+        if event.event_id in snap.unreadable.decisions:
+            continue  # never overwrite what we cannot read; it blocks every admission
         previous = snap.decisions.get(event.event_id)
         planner = _EventPlanner(snap, avail, event, previous)
         change = planner.run()
@@ -269,10 +366,14 @@ class _EventPlanner:
         self.previous = previous
         self.d = previous or Decision(event_id=event.event_id, state_since=snap.now)
         self.drains: dict[str, DrainRecord] = {}
+        self.resources = list(dict.fromkeys(avail.resolve(vm) for vm in event.resources))
+        """The VMs the event takes, as we know them (a Resources name in another case
+        resolves to the known VM)."""
 
     # -- plumbing
 
     def run(self) -> Change | None:
+        self.apply_override()
         for _ in range(8):  # a few transitions may chain in one pass; bounded
             before = self.d
             self.step()
@@ -287,14 +388,29 @@ class _EventPlanner:
     def _update(self, **fields: object) -> Decision:
         return self.d.model_copy(update={**fields, "updated_at": self.snap.now})
 
-    def move(self, state: DecisionState, reason: str, **fields: object) -> None:
+    def move(self, state: DecisionState, code: DecisionCode, reason: str,
+             **fields: object) -> None:
+        if self.snap.policy.dry_run and not reason.startswith("dry-run"):
+            reason = f"dry-run: {reason}"
         if state is self.d.state:
-            if reason != self.d.reason or any(getattr(self.d, k) != v for k, v in fields.items()):
-                self.d = self._update(reason=reason, **fields)
+            if (reason != self.d.reason or code is not self.d.code
+                    or any(getattr(self.d, k) != v for k, v in fields.items())):
+                self.d = self._update(reason=reason, code=code, **fields)
             return
         history = [*self.d.history, Transition(at=self.snap.now, to=state, reason=reason)]
-        self.d = self._update(state=state, reason=reason, state_since=self.snap.now,
-                              history=history[-HISTORY_LIMIT:], **fields)
+        self.d = self._update(state=state, code=code, reason=reason,
+                              state_since=self.snap.now, history=history[-HISTORY_LIMIT:],
+                              **fields)
+
+    def apply_override(self) -> None:
+        """An operator's hold, force or retry, written by any replica's API."""
+        ov = self.snap.overrides.get(self.event.event_id)
+        if ov is None:
+            return
+        fields = {"operator_hold": ov.hold, "force_reason": ov.force,
+                  "force_skip_drain": bool(ov.force) and ov.skip_drain}
+        if any(getattr(self.d, k) != v for k, v in fields.items()):
+            self.d = self._update(**fields)
 
     def reserve(self, vms: Sequence[str]) -> None:
         extra = [vm for vm in vms if vm not in self.d.reserved]
@@ -302,24 +418,32 @@ class _EventPlanner:
             self.avail.reserve(self.event.event_id, extra)
             self.d = self._update(reserved=[*self.d.reserved, *extra])
 
-    def release(self) -> None:
-        self.avail.release(self.event.event_id, self.d.reserved)
-        self.d = self._update(reserved=[])
+    def release(self, vms: Sequence[str] | None = None) -> None:
+        gone = list(self.d.reserved if vms is None else vms)
+        self.avail.release(self.event.event_id, gone)
+        self.d = self._update(reserved=[vm for vm in self.d.reserved if vm not in gone])
 
-    def request_drain(self, vms: Sequence[str]) -> None:
-        """Ask these VMs to drain for this event, unless another event's drain holds them."""
+    def request_drain(self, vms: Sequence[str], again: bool = False) -> None:
+        """Ask these VMs to drain for this event, unless another event's drain holds them.
+        `again`: a retry — a new attempt of the same request, so the hook runs once more."""
         if self.snap.policy.dry_run:
             return
         asked = list(self.d.drain)
         for vm in vms:
+            if vm not in self.snap.vms:
+                continue  # nothing of ours runs there
             rec = self.snap.drains.get(vm)
-            if rec and rec.event_id == self.event.event_id and rec.want is DrainWant.DRAINED:
+            mine = rec is not None and rec.event_id == self.event.event_id
+            if mine and rec.want is DrainWant.DRAINED and not again:
                 pass  # already asked: never re-drain (e.g. after a leader change)
-            elif rec and rec.event_id != self.event.event_id and _in_use(rec):
+            elif mine and rec.want is DrainWant.DRAINED and rec.status is DrainStatus.DRAINED:
+                pass  # a retry re-runs only what did not drain
+            elif rec and not mine and _in_use(rec):
                 continue
             else:
+                attempt = rec.attempt + 1 if mine and rec is not None else 0
                 self.drains[vm] = DrainRecord(vm=vm, event_id=self.event.event_id,
-                                              want=DrainWant.DRAINED,
+                                              want=DrainWant.DRAINED, attempt=attempt,
                                               requested_at=self.snap.now,
                                               updated_at=self.snap.now)
             if vm not in asked:
@@ -339,9 +463,9 @@ class _EventPlanner:
 
     # -- facts
 
-    @property
-    def resources(self) -> list[str]:
-        return list(dict.fromkeys(self.event.resources))
+    def drain_of(self, vm: str) -> DrainRecord | None:
+        """The VM's drain record as it will be once this pass's requests are written."""
+        return self.drains.get(vm) or self.snap.drains.get(vm)
 
     def live(self, vm: str) -> bool:
         view = self.snap.vms.get(vm)
@@ -350,31 +474,65 @@ class _EventPlanner:
     def rule(self) -> TypeRule:
         return self.snap.policy.rule(self.event.event_type)
 
+    def drains_wanted(self) -> bool:
+        return self.rule() is TypeRule.DRAIN and not self.d.force_skip_drain
+
     def ack(self) -> AckRecord | None:
         rec = self.snap.acks.get(self.event.event_id)
         return rec if rec and rec.approval == self.d.approval and self.d.approval else None
 
+    def ack_unknown(self) -> bool:
+        """The ack record exists but does not decode: it may be a claim; assume it is."""
+        return self.event.event_id in self.snap.unreadable.acks
+
     def we_acknowledged(self) -> bool:
         rec = self.ack()
-        return rec is not None and rec.state in (AckState.SENDING, AckState.ACCEPTED)
+        return (rec is not None and rec.state in (AckState.SENDING, AckState.ACCEPTED)) or (
+            self.d.state is S.APPROVED and self.ack_unknown())
 
-    def blocked_by_operator(self) -> str | None:
+    def blocked_by_operator(self) -> Problem | None:
         if self.d.operator_hold:
-            return f"operator hold: {self.d.operator_hold}"
+            return Problem(C.OPERATOR_HOLD, f"operator hold: {self.d.operator_hold}")
         if self.snap.policy.paused:
-            return "approvals paused by an operator"
+            return Problem(C.PAUSED, "approvals paused by an operator")
         return None
+
+    def unreserved(self) -> list[str]:
+        """VMs the event takes now that this decision has not reserved (Resources grew)."""
+        return [vm for vm in self.resources if vm not in self.d.reserved
+                and not self.avail.outside(vm)]
 
     # -- the life cycle
 
     def step(self) -> None:
         status = self.event.status
         if status is PlatformStatus.GONE:
-            self.on_gone()
+            if self.gone_confirmed():
+                self.on_gone()
+            elif self.event.started_at is not None:
+                self.on_started()
+            else:
+                self.on_unconfirmed_gone()
         elif status is PlatformStatus.STARTED:
             self.on_started()
         else:
             self.on_scheduled()
+
+    def gone_confirmed(self) -> bool:
+        """Missing from IMDS long enough, and by the word of the event's own VMs."""
+        ev = self.event
+        if ev.gone_at is None or self.snap.now - ev.gone_at < self.snap.policy.gone_grace_s:
+            return False
+        ours = [vm for vm in self.resources if vm in self.snap.vms]
+        if not ours:
+            return True  # no VM of ours is in it: any observer's word will do
+        by = {self.avail.resolve(vm) for vm in ev.gone_by}
+        return bool(by & set(ours)) or not any(self.live(vm) for vm in ours)
+
+    def on_unconfirmed_gone(self) -> None:
+        if self.d.state in (S.NEW, S.HELD):
+            self.move(self.d.state, self.d.code if self.previous else C.SEEN,
+                      "left IMDS; waiting for its own VMs to confirm it is gone")
 
     def on_gone(self) -> None:
         state = self.d.state
@@ -386,39 +544,56 @@ class _EventPlanner:
         if self.event.started_at is not None or self.ran_unseen():
             self.on_started()
         if self.d.state in (S.STARTED, S.FORCED):
-            self.move(S.COMPLETED, "event finished; waiting for its VMs to come back")
+            self.move(S.COMPLETED, C.COMPLETED, "event finished; waiting for its VMs to come "
+                      "back")
         else:
-            self.move(S.CANCELLED, "event left IMDS before it started")
+            self.move(S.CANCELLED, C.CANCELLED, "event left IMDS before it started")
         self.request_restore()
         self.try_release()
 
     def ran_unseen(self) -> bool:
-        """Gone without any agent seeing it Started: did it run between two polls?"""
+        """Gone without any agent seeing it Started: did it run between two polls?
+
+        `gone_at` is an agent's clock, NotBefore the platform's: within the tolerated
+        skew we cannot tell, and say it ran (a forced start is the louder mistake)."""
         if self.d.state in (S.APPROVED, S.ACKNOWLEDGED) and self.we_acknowledged():
             return True
         gone, not_before = self.event.gone_at, self.event.not_before
-        return gone is not None and not_before is not None and gone >= not_before
+        return (gone is not None and not_before is not None
+                and gone >= not_before - self.snap.policy.clock_skew_s)
 
     def try_release(self) -> None:
         waiting = [vm for vm in self.d.reserved if not self._restored(vm)]
+        if waiting and self.event.event_type in UNDELAYABLE and self.d.state is S.COMPLETED:
+            lost = [vm for vm in waiting if not self.live(vm)]
+            if lost:
+                # Terminate/Preempt: a VM that is not back was deleted or deallocated. It
+                # stays unavailable to its groups, but no longer holds a domain's budget.
+                self.release(lost)
+                self.move(self.d.state, C.NOT_RETURNED,
+                          f"{', '.join(lost[:5])} did not come back after "
+                          f"{self.event.event_type.value}: deleted or deallocated; released")
+                waiting = [vm for vm in waiting if vm not in lost]
         if waiting:
             self.request_restore()
             reason = f"waiting for {', '.join(waiting[:5])} to come back and restore"
+            code = C.WAITING_RESTORE
             if self.snap.now - self.d.state_since > self.snap.policy.restore_timeout_s:
-                reason = f"stuck: {reason}"
+                reason, code = f"stuck: {reason}", C.STUCK
             if self.d.state is S.CANCELLED:
                 reason = f"cancelled; {reason}"
-            self.move(self.d.state, reason)
+            self.move(self.d.state, code, reason)
             return
         gate = self.gate_problem()
         if gate and self.d.state is S.COMPLETED:
-            self.move(S.COMPLETED, f"restored; {gate}")
+            self.move(S.COMPLETED, gate.code, f"restored; {gate.text}")
             return
         self.release()
         if self.d.state is S.CANCELLED:
-            self.move(S.CANCELLED, "event left IMDS before it started; VMs released")
+            self.move(S.CANCELLED, C.CANCELLED, "event left IMDS before it started; VMs "
+                      "released")
         else:
-            self.move(S.RESTORED, "VMs back and restored; reservation released")
+            self.move(S.RESTORED, C.RESTORED, "VMs back and restored; reservation released")
 
     def _restored(self, vm: str) -> bool:
         if vm not in self.snap.vms:
@@ -427,22 +602,44 @@ class _EventPlanner:
             return False
         if vm not in self.d.drain:
             return True
-        rec = self.snap.drains.get(vm)
+        rec = self.drain_of(vm)
         return rec is None or rec.event_id != self.event.event_id or (
             rec.want is DrainWant.RESTORED and rec.status is DrainStatus.RESTORED)
 
     def on_started(self) -> None:
         state = self.d.state
-        if state in (S.STARTED, S.FORCED, S.COMPLETED, S.RESTORED, S.CANCELLED):
+        if state in (S.CANCELLED, S.RESTORED):
+            # It left IMDS, we released it, and now it runs: the platform's start.
+            self.reserve(self.resources)
+            self.move(S.FORCED, C.REAPPEARED, "event came back to IMDS and started without "
+                      "our acknowledgement", ours=False)
+            return
+        if state in (S.STARTED, S.FORCED, S.COMPLETED):
+            self.reserve(self.resources)  # Resources may have grown while it runs
             return
         if state in (S.APPROVED, S.ACKNOWLEDGED) and self.we_acknowledged():
-            self.move(S.STARTED, "started after our acknowledgement", ours=True)
+            self.reserve(self.resources)
+            self.move(S.STARTED, C.STARTED, "started after our acknowledgement", ours=True)
             return
         self.reserve(self.resources)
-        self.move(S.FORCED, "platform started the event without our acknowledgement")
+        if self.d.dry_run or self.snap.policy.dry_run:
+            would = ("we would have acknowledged it" if state in (S.APPROVED, S.READY)
+                     else f"we would have held it: {self.d.reason}")
+            self.move(S.STARTED, C.DRY_RUN, f"dry-run: the platform started the event; "
+                      f"{would}", dry_run=True)
+            return
+        self.move(S.FORCED, C.FORCED, "platform started the event without our acknowledgement")
 
     def on_scheduled(self) -> None:
         state = self.d.state
+        if state in (S.CANCELLED, S.RESTORED):
+            self.reopen()
+            return
+        if self.d.dry_run and not self.snap.policy.dry_run and state in (*IN_FLIGHT, S.HELD):
+            self.reopen("dry-run is off: deciding for real")
+            return
+        if state in IN_FLIGHT and self.unreserved() and not self.follow_resources():
+            return
         if state in (S.NEW, S.HELD):
             self.admit_or_hold()
         elif state is S.DRAINING:
@@ -451,33 +648,85 @@ class _EventPlanner:
             self.try_approve()
         elif state is S.APPROVED:
             self.follow_ack()
-        elif state is S.FAILED and self.d.force_reason:
-            self.approve(f"forced by operator: {self.d.force_reason}")
+        elif state is S.FAILED:
+            self.after_failure()
+
+    def reopen(self, why: str = "") -> None:
+        """The event is back (or dry-run ended): decide it again from the start."""
+        if not why:
+            why = "event came back to IMDS"
+            if self.d.reserved and self.d.state is not S.RESTORED:
+                why += " before its VMs were released"
+        self.release()
+        self.move(S.NEW, C.REAPPEARED, why, approved=[], acker=None, best_effort=False,
+                  dry_run=False)
+        self.admit_or_hold()
+
+    def follow_resources(self) -> bool:
+        """The event's Resources grew past what this decision reserved. Reserve and drain
+        the newcomers before any approval, or hold if that is unsafe. True: carry on."""
+        extra = self.unreserved()
+        claimed = self.d.state is S.APPROVED and (self.ack() is not None or self.ack_unknown())
+        if claimed:
+            # The acknowledgement may be out: whatever it starts is unavailable. The acker
+            # sends nothing while its IMDS lists a VM outside `approved`.
+            self.reserve(extra)
+            return True
+        problem = self.blocked_by_operator() or self.avail.admit(self.event.event_id,
+                                                                 self.resources)
+        if problem is None or self.d.force_reason:
+            self.reserve(self.resources)
+            if self.drains_wanted():
+                self.request_drain(self.resources)
+            self.move(S.DRAINING, C.RESOURCES_CHANGED,
+                      f"Resources grew to include {', '.join(extra[:5])}: reserved; "
+                      + ("draining" if self.drains_wanted() else "nothing to drain"),
+                      approved=[], acker=None)
+            return False
+        self.move(S.HELD, problem.code, f"Resources grew to include {', '.join(extra[:5])}: "
+                  f"{problem.held()}", approved=[], acker=None)
+        return False
 
     def admit_or_hold(self) -> None:
+        if self.snap.policy.dry_run and not self.d.dry_run:
+            self.d = self._update(dry_run=True)
         if self.d.force_reason:
             self.reserve(self.resources)
-            self.approve(f"forced by operator: {self.d.force_reason}")
+            if self.drains_wanted():
+                self.request_drain(self.resources)
+            self.move(S.DRAINING, C.DRAINING, f"forced by operator: {self.d.force_reason}; "
+                      + ("draining" if self.d.drain else "nothing to drain"))
             return
-        blocked = self.blocked_by_operator()
-        problem = blocked or self.avail.admit(self.event.event_id, self.resources)
+        problem = self.blocked_by_operator() or self.avail.admit(self.event.event_id,
+                                                                 self.resources)
         if problem is None:
             self.reserve(self.resources)
-            if self.rule() is TypeRule.DRAIN:
-                self.request_drain([vm for vm in self.resources if vm in self.snap.vms])
-            self.move(S.DRAINING, "safe: reserved; draining" if self.d.drain
-                      else "safe: reserved; nothing to drain")
+            if self.drains_wanted():
+                self.request_drain(self.resources)
+            if self.snap.policy.dry_run:
+                would = [vm for vm in self.resources if vm in self.snap.vms]
+                reason = ("safe: reserved; would drain " + ", ".join(would[:5])
+                          if self.drains_wanted() and would else "safe: reserved; nothing "
+                          "to drain")
+            else:
+                reason = ("safe: reserved; draining" if self.d.drain
+                          else "safe: reserved; nothing to drain")
+            self.move(S.DRAINING, C.DRAINING, reason)
             return
         if self.best_effort_due() and not self.d.best_effort:
             self.reserve(self.resources)
-            if self.rule() is TypeRule.DRAIN:
-                self.request_drain([vm for vm in self.resources if vm in self.snap.vms])
-            self.move(S.HELD, f"{_held_because(problem)}{BEST_EFFORT}", best_effort=True)
+            if self.drains_wanted():
+                self.request_drain(self.resources)
+            lead = BEST_EFFORT_DRY if self.snap.policy.dry_run else BEST_EFFORT
+            self.move(S.HELD, C.BEST_EFFORT, f"{problem.held()}{lead}", best_effort=True)
             return
-        reason = blocked or _held_because(problem)
+        reason = problem.held()
         if self.d.best_effort:
             reason += BEST_EFFORT
-        self.move(S.HELD, reason)
+            self.reserve(self.resources)  # newcomers in Resources go down with the rest
+            if self.drains_wanted():
+                self.request_drain(self.resources)
+        self.move(S.HELD, problem.code, reason)
 
     def best_effort_due(self) -> bool:
         if self.event.event_type in UNDELAYABLE:
@@ -491,7 +740,7 @@ class _EventPlanner:
         already counted unavailable."""
         pending, failed = [], []
         for vm in self.d.drain:
-            rec = self.snap.drains.get(vm)
+            rec = self.drain_of(vm)
             if not self.live(vm):
                 continue
             if rec is None or rec.event_id != self.event.event_id:
@@ -504,60 +753,106 @@ class _EventPlanner:
 
     def follow_drain(self) -> None:
         pending, failed = self.drain_progress()
+        policy = self.snap.policy
         if failed:
-            self.move(S.FAILED, f"drain failed on {'; '.join(failed)}")
-        elif pending and self.snap.now - self.d.state_since > self.snap.policy.drain_timeout_s:
-            self.move(S.FAILED, f"drain timed out on {', '.join(pending)} after "
-                      f"{self.snap.policy.drain_timeout_s:g} s")
+            self.fail(C.DRAIN_FAILED, f"drain failed on {'; '.join(failed)}")
+        elif pending and self.snap.now - self.d.state_since > policy.drain_timeout_s:
+            self.fail(C.DRAIN_TIMEOUT, f"drain timed out on {', '.join(pending)} after "
+                      f"{policy.drain_timeout_s:g} s")
         elif pending:
-            self.move(S.DRAINING, f"draining {', '.join(pending[:5])}")
-        elif self.snap.policy.dry_run and self.rule() is TypeRule.DRAIN:
-            self.move(S.READY, "dry-run: would drain " + ", ".join(self.resources[:5]))
+            self.move(S.DRAINING, C.DRAINING, f"draining {', '.join(pending[:5])}")
+        elif policy.dry_run:
+            self.move(S.READY, C.DRAINED, "drained (no hook ran)")
         else:
-            self.move(S.READY, "drained" if self.d.drain else "nothing to drain")
+            self.move(S.READY, C.DRAINED, "drained" if self.d.drain else "nothing to drain")
+
+    def fail(self, code: DecisionCode, reason: str) -> None:
+        """A drain failed or timed out: the reservation stays; retry after a backoff."""
+        left = self.snap.policy.drain_retries - self.d.retries
+        if left > 0:
+            wait = self.retry_wait()
+            reason += (f"; retrying in {wait:g} s (retry {self.d.retries + 1} of "
+                       f"{self.snap.policy.drain_retries})")
+        else:
+            reason += "; no automatic retries left: `quorumgate retry` or `force` it"
+        self.move(S.FAILED, code, reason)
+
+    def retry_wait(self) -> float:
+        return self.snap.policy.drain_retry_backoff_s * (2 ** self.d.retries)
+
+    def after_failure(self) -> None:
+        ov = self.snap.overrides.get(self.event.event_id)
+        if ov is not None and ov.retry > self.d.retry_seen:
+            self.retry(f"operator retry by {ov.by or 'an operator'}", retry_seen=ov.retry)
+            return
+        if self.d.force_reason and (self.d.force_skip_drain or not self.d.drain):
+            self.approve(f"forced by operator: {self.d.force_reason}")
+            return
+        if self.d.code not in (C.DRAIN_FAILED, C.DRAIN_TIMEOUT):
+            return
+        if self.d.force_reason and "forced by operator" not in self.d.reason:
+            self.move(S.FAILED, self.d.code, f"{self.d.reason}; forced by operator, but a "
+                      "force still drains: `quorumgate retry` to drain again, or force "
+                      "with --skip-drain")
+        if self.d.retries < self.snap.policy.drain_retries and (
+                self.snap.now - self.d.state_since >= self.retry_wait()):
+            self.retry(f"automatic retry {self.d.retries + 1} of "
+                       f"{self.snap.policy.drain_retries}")
+
+    def retry(self, why: str, **fields: object) -> None:
+        self.request_drain(self.d.drain, again=True)
+        self.move(S.DRAINING, C.DRAINING, f"{why}: draining again", retries=self.d.retries + 1,
+                  **fields)
 
     def try_approve(self) -> None:
+        pending, failed = self.drain_progress()
+        if pending or failed:
+            self.move(S.DRAINING, C.DRAINING, "a VM came back undrained: draining again")
+            return
         if self.d.force_reason:
             self.approve(f"forced by operator: {self.d.force_reason}")
             return
-        pending, failed = self.drain_progress()
-        if pending or failed:
-            self.move(S.DRAINING, "a VM came back undrained: draining again")
+        if self.snap.policy.dry_run:
+            self.approve("safe and drained")
             return
         problem = (self.blocked_by_operator()
                    or self.avail.admit(self.event.event_id, self.resources)
                    or self.gate_problem())
         if problem:
-            self.move(S.READY, f"drained; waiting: {problem}")
+            self.move(S.READY, problem.code, f"drained; waiting: {problem.text}")
             return
         self.approve("safe and drained: approved")
 
-    def gate_problem(self) -> str | None:
+    def gate_problem(self) -> Problem | None:
         touched = {g for vm in self.resources for g in self.avail.groups_of.get(vm, ())}
         for name in sorted(touched):
             if not self.avail.groups[name].health_gate:
                 continue
             result = self.snap.gates.get(name)
             if result is None:
-                return f"health gate of group {name} not yet checked"
+                return Problem(C.GATE_PENDING, f"health gate of group {name} not yet checked")
             if not result.ok:
-                return f"health gate of group {name} failing: {result.detail[:200]}"
+                return Problem(C.GATE_FAILING, f"health gate of group {name} failing: "
+                               f"{result.detail[:200]}")
         return None
 
     def approve(self, reason: str) -> None:
         acker = self.choose_acker()
+        covered = [vm for vm in self.resources]
         if self.snap.policy.dry_run:
-            self.move(S.APPROVED, f"dry-run: {reason}; would acknowledge via {acker}",
-                      acker=None)
+            self.move(S.APPROVED, C.DRY_RUN, f"{reason}; would acknowledge via {acker}",
+                      acker=None, approved=covered)
             return
         if acker is None:
-            self.move(self.d.state, "approved but no live agent sees the event to acknowledge")
+            self.move(self.d.state, C.NO_ACKER,
+                      "approved but no live agent sees the event to acknowledge")
             return
         if self.d.approval >= MAX_APPROVALS:
-            self.move(S.FAILED, f"{self.d.approval} acknowledgements did not start the event")
+            self.move(S.FAILED, C.APPROVALS_EXHAUSTED,
+                      f"{self.d.approval} acknowledgements did not start the event")
             return
-        self.move(S.APPROVED, f"{reason}; acker {acker}", acker=acker,
-                  approval=self.d.approval + 1)
+        self.move(S.APPROVED, C.APPROVED, f"{reason}; acker {acker}", acker=acker,
+                  approval=self.d.approval + 1, approved=covered)
 
     def choose_acker(self) -> str | None:
         seen = set(self.event.seen_by)
@@ -570,28 +865,30 @@ class _EventPlanner:
         if self.snap.policy.dry_run:
             return
         rec = self.ack()
-        if rec and rec.state is AckState.ACCEPTED:
-            self.move(S.ACKNOWLEDGED, f"acknowledged by {rec.vm}")
+        if self.ack_unknown() and rec is None:
+            self.move(S.APPROVED, C.UNREADABLE_RECORD, "the acknowledgement record does not "
+                      "decode: it may have been sent; waiting for the platform")
+        elif rec and rec.state is AckState.ACCEPTED:
+            self.move(S.ACKNOWLEDGED, C.ACKNOWLEDGED, f"acknowledged by {rec.vm}")
         elif rec and rec.state is AckState.REJECTED:
-            self.move(S.READY, f"acknowledgement rejected: {rec.detail[:200]}")
+            self.move(S.READY, C.ACK_REJECTED, f"acknowledgement rejected: {rec.detail[:200]}")
             self.try_approve()
-        elif rec is None and not self.d.force_reason and (problem := self.blocked_by_operator()
-                              or self.avail.admit(self.event.event_id, self.resources)):
-            # Nothing sent yet: take the approval back. The acker's `sending` write bumps
-            # the decision's version, so this write and that one cannot both succeed.
-            self.move(S.READY, f"approval revoked: {problem}", acker=None)
-        elif rec is None and self.snap.now - self.d.state_since > self.snap.policy.ack_timeout_s:
-            self.move(S.READY, f"acker {self.d.acker} did not acknowledge in time")
+        elif rec is not None:
+            return  # being sent: nothing to take back
+        elif not self.d.force_reason and (problem := self.blocked_by_operator()
+                                          or self.avail.admit(self.event.event_id,
+                                                              self.resources)):
+            # Nothing sent yet: take the approval back. The acker's claim bumps the
+            # decision's version, so this write and that one cannot both succeed.
+            self.move(S.READY, C.APPROVAL_REVOKED, f"approval revoked: {problem.text}",
+                      acker=None, approved=[])
+        elif self.snap.now - self.d.state_since > self.snap.policy.ack_timeout_s:
+            self.move(S.READY, C.ACK_TIMEOUT, f"acker {self.d.acker} did not acknowledge in "
+                      "time")
             self.try_approve()
-        elif rec is None and self.d.acker and not self.live(self.d.acker):
-            self.move(S.READY, f"acker {self.d.acker} lost before acknowledging")
+        elif self.d.acker and not self.live(self.d.acker):
+            self.move(S.READY, C.ACKER_LOST, f"acker {self.d.acker} lost before acknowledging")
             self.try_approve()
-
-
-def _held_because(problem: str | None) -> str:
-    """Waiting for our own budget is routine; anything else would break a promise."""
-    text = problem or "unknown"
-    return text if text.startswith("waiting") else f"unsafe: {text}"
 
 
 def _in_use(rec: DrainRecord) -> bool:

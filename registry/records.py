@@ -268,13 +268,16 @@ class DrainStatus(StrEnum):
 class DrainRecord(Record):
     """Persistent `drain/<vm>`: the coordinator sets `want`, the VM's agent reports `status`.
 
-    Both sides write with compare-and-set on the znode version. `event_id` + `want`
-    identify a request; the agent runs a hook once per (event_id, want).
+    Both sides write with compare-and-set on the znode version. `event_id` + `want` +
+    `attempt` identify a request; the agent runs a hook once per request.
     """
 
     vm: Name
     event_id: Name
     want: DrainWant
+    attempt: int = Field(default=0, ge=0)
+    """Bumped by a retry of the same request: the agent runs a hook once per
+    (event_id, want, attempt)."""
     status: DrainStatus = DrainStatus.PENDING
     requested_at: float = 0.0
     updated_at: float = 0.0

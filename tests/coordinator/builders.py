@@ -84,13 +84,17 @@ def ack(snap: Snapshot, eid: str, state: AckState = AckState.ACCEPTED) -> Snapsh
     return replace(snap, acks={**snap.acks, eid: rec})
 
 
-def platform(snap: Snapshot, eid: str, status: PlatformStatus) -> Snapshot:
+def platform(snap: Snapshot, eid: str, status: PlatformStatus, *,
+             confirmed: bool = True) -> Snapshot:
+    """The platform moves the event; a Gone is `confirmed` by the event's own VMs over
+    the grace period (as the relay reports it once they stop listing it)."""
     ev = snap.events[eid]
     update: dict[str, object] = {"status": status}
     if status is PlatformStatus.STARTED:
         update |= {"started_at": snap.now, "not_before": None}
     if status is PlatformStatus.GONE:
-        update |= {"gone_at": snap.now}
+        grace = snap.policy.gone_grace_s if confirmed else 0.0
+        update |= {"gone_at": snap.now - grace, "gone_by": list(ev.resources)}
     return replace(snap, events={**snap.events, eid: ev.model_copy(update=update)})
 
 

@@ -266,10 +266,15 @@ def test_pause_stops_approval_of_drained_events():
     assert state(snap, "E1") is S.READY and "paused" in snap.decisions["E1"].reason
 
 
-def test_operator_force_approves_an_unsafe_event():
+def test_operator_force_drains_then_approves_an_unsafe_event():
     forced = Decision(event_id="E1", force_reason="change window CHG-1")
     snap = snapshot(grid(), [BAD], [event("E1", ["vm-0", "vm-5"])])
     snap, _ = step(snap.__class__(**{**snap.__dict__, "decisions": {"E1": forced}}))
+    decision = snap.decisions["E1"]
+    assert decision.state is S.DRAINING, "a force overrides the quorum check, not the drain"
+    assert drain_status(snap, "vm-5") == (DrainWant.DRAINED, DrainStatus.PENDING)
+    assert "forced by operator: change window CHG-1" in decision.history[-1].reason
+    snap, _ = step(agents_finish_drains(snap))
     decision = snap.decisions["E1"]
     assert decision.state is S.APPROVED
     assert "forced by operator: change window CHG-1" in decision.reason
