@@ -1,11 +1,18 @@
 """`quorumgate coordinator`: parse flags, load and validate the config, serve until a signal.
 
 Settings: defaults < file (`--config` or $QG_CONFIG) < `QG_*` environment < flags.
-`--token TOKEN:ROLE` (repeatable) replaces the config's tokens. The node connects to
-ZooKeeper before the API listens; it cannot (within `--start-timeout`): exit 1, for
-systemd or the orchestrator to restart it. SIGTERM/SIGINT: the HTTP server finishes
-its requests, then the node leaves the election and closes its session. Exit codes:
-0 after a signal, 1 when ZooKeeper or the listening socket fails, 2 for a bad config.
+`--token TOKEN:ROLE` (repeatable) replaces the config's tokens.
+
+Start-up: the API listens at once and the node keeps trying to reach ZooKeeper in the
+background for as long as it takes; until it is connected with a loaded mirror
+`/readyz` answers 503 (role `down`) and `/healthz` 200, so a load balancer sends it
+nothing and a supervisor sees a live process. Exiting instead would turn a ZooKeeper
+outage at boot (or a coordinator started before its ensemble) into a restart loop that
+a supervisor eventually gives up on. `--start-timeout SECONDS` (> 0) restores the old
+behaviour: connect before listening, exit 1 when ZooKeeper is not reachable in time.
+SIGTERM/SIGINT: the HTTP server finishes its requests, then the node leaves the
+election and closes its session. Exit codes: 0 after a signal, 1 when the listening
+socket fails (or ZooKeeper within a positive `--start-timeout`), 2 for a bad config.
 """
 
 from __future__ import annotations
@@ -18,12 +25,17 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator.config import CoordinatorConfig, access_problem, load
+from registry.clock import Clock
 from registry.logs import setup_logging as setup_log_format
 from registry.settings import ConfigError
+
+if TYPE_CHECKING:
+    from coordinator.node import CoordinatorNode
 
 log = logging.getLogger("coordinator")
 
@@ -64,8 +76,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", dest="log_level")
     p.add_argument("--log-format", dest="log_format", choices=("text", "json"),
                    help="text (default) or json: one JSON object per line")
-    p.add_argument("--start-timeout", dest="start_timeout", type=float, default=60.0,
-                   metavar="SECONDS", help="how long to wait for ZooKeeper at start (60)")
+    p.add_argument("--start-timeout", dest="start_timeout", type=float, default=0.0,
+                   metavar="SECONDS",
+                   help="0 (default): serve at once and keep trying to reach ZooKeeper, "
+                        "/readyz failing meanwhile; > 0: exit 1 if ZooKeeper is not "
+                        "reachable within that many seconds")
     return p
 
 
@@ -146,7 +161,46 @@ def main(argv: list[str] | None = None) -> int:
     return serve(config, args.start_timeout)
 
 
-def serve(config: CoordinatorConfig, start_timeout: float) -> int:
+START_FOREVER_S = 365 * 86400.0
+"""Wait for the mirror as long as it takes: kazoo itself reconnects forever."""
+
+
+def start_when_reachable(node: CoordinatorNode, stop: threading.Event,
+                         report_every_s: float = 30.0) -> None:
+    """Keep trying to start `node` until it runs or `stop` is set (background thread).
+
+    kazoo reconnects forever (`registry.zk.make_client`), so this only waits for the
+    connection, then starts the node with no deadline; a start that fails before the
+    mirror began (e.g. the layout write lost its connection) is retried.
+    """
+    node.client.start_async()
+    since = time.monotonic()
+    reported = since
+    attempt = 0
+    while not stop.is_set():
+        if not node.client.connected:
+            if time.monotonic() - reported >= report_every_s:
+                reported = time.monotonic()
+                log.warning("ZooKeeper %s not reachable for %.0f s; still trying "
+                            "(/readyz answers 503 meanwhile)", node.config.zk_hosts,
+                            reported - since)
+            stop.wait(0.2)
+            continue
+        attempt += 1
+        try:
+            node.start(timeout=START_FOREVER_S)
+        except Exception as exc:
+            log.warning("start on ZooKeeper %s failed (attempt %d): %r; retrying",
+                        node.config.zk_hosts, attempt, exc)
+            stop.wait(min(5.0, 0.2 * 2 ** attempt))
+            continue
+        if attempt > 1 or time.monotonic() - since > 5:
+            log.info("connected to ZooKeeper after %.1f s", time.monotonic() - since)
+        return
+
+
+def serve(config: CoordinatorConfig, start_timeout: float, clock: Clock | None = None) -> int:
+    """Serve until a signal. `clock` replaces the config's (test harnesses skew it)."""
     import uvicorn
 
     from coordinator.api import create_app
@@ -171,13 +225,17 @@ def serve(config: CoordinatorConfig, start_timeout: float) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         return 1
-    node = CoordinatorNode(config)
+    node = CoordinatorNode(config, clock)
     try:
-        try:
-            node.start(timeout=start_timeout)
-        except Exception as exc:
-            log.error("cannot start on ZooKeeper %s: %r", config.zk_hosts, exc)
-            return 1
+        if start_timeout > 0:
+            try:
+                node.start(timeout=start_timeout)
+            except Exception as exc:
+                log.error("cannot start on ZooKeeper %s: %r", config.zk_hosts, exc)
+                return 1
+        else:
+            threading.Thread(target=start_when_reachable, args=(node, stop),
+                             name="zookeeper-start", daemon=True).start()
         if stop.is_set():
             return 0
         app = create_app(node)
@@ -198,4 +256,5 @@ def serve(config: CoordinatorConfig, start_timeout: float) -> int:
             node.stop()
         except Exception:
             log.exception("error while stopping the node")
+        stop.set()
         log.info("coordinator %s stopped", config.identity)
