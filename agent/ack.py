@@ -6,6 +6,15 @@ do. The claim in `acks/<id>` is written (compare-and-set) *before* the POST; a r
 for the same approval means someone — maybe this VM before a restart — already sent or
 is sending it, and nothing is sent again. The claim also rewrites the decision at the
 version read, so it and a leader's revocation of the approval cannot both succeed.
+
+An approval covers the VMs the coordinator reserved and drained (`Decision.approved`):
+while this VM's own IMDS document lists any other VM in the event's Resources, nothing
+is sent — the platform would take a VM nobody made safe.
+
+A claim of ours whose outcome this process does not know (the agent restarted mid-POST,
+or the claim's commit answer was lost with the connection) is resolved from IMDS: the
+event started or left the document → accepted; still Scheduled well after the claim →
+rejected, so the leader may approve again after checking safety anew.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ from registry.records import AckRecord, AckState, Decision, DecisionState, Name
 log = logging.getLogger(__name__)
 
 SCHEDULED = "Scheduled"
+RESOLVE_AFTER_S = 60.0
+"""Virtual seconds after our unresolved claim with the event still Scheduled before we
+record it rejected: an accepted POST starts the event long before."""
 _NAME: TypeAdapter[str] = TypeAdapter(Name)
 
 
@@ -42,7 +54,7 @@ def _valid_name(value: str) -> bool:
 
 class Acknowledger:
     def __init__(self, zk: KazooClient, layout: Layout, vm: str, imds: ImdsClient,
-                 clock: Clock, *, retries: int = 3,
+                 clock: Clock, *, retries: int = 3, resolve_after_s: float = RESOLVE_AFTER_S,
                  on_ack: Callable[[str], None] | None = None,
                  wake: Callable[[], None] | None = None) -> None:
         self.zk = zk
@@ -58,6 +70,13 @@ class Acknowledger:
         """Outcomes ZooKeeper has not taken yet (connection loss): retried each check."""
         self._wake = wake or (lambda: None)
         self._watched: set[str] = set()
+        self._resolve_after_s = resolve_after_s
+        self._unresolved: dict[str, tuple[int, float]] = {}
+        """Claims of ours this process did not send: event → (approval, claimed at)."""
+        self._refused: dict[str, int] = {}
+        """Event → approval we refused to send for (logged once)."""
+        self._approvals: dict[str, int] = {}
+        """Event → the last approval naming us that the decision watch saw."""
 
     def watch(self, doc: ScheduledEventsDocument) -> None:
         """Watch the decisions of the events in this document, so an approval naming us
@@ -76,6 +95,7 @@ class Acknowledger:
             decision = decode(Decision, data, "decision watch") if data else None
             if (decision is not None and decision.state == DecisionState.APPROVED
                     and decision.acker == self.vm):
+                self._approvals[event_id] = decision.approval
                 self._wake()
             return True
 
@@ -85,6 +105,16 @@ class Acknowledger:
         """Acknowledge every event that is Scheduled here and approved with us as acker."""
         for event_id, outcome in list(self._unrecorded.items()):
             self._record(event_id, *outcome)
+        for ev in doc.events:
+            approval = self._approvals.get(ev.event_id)
+            if (ev.event_status != SCHEDULED and approval is not None
+                    and self._handled.get(ev.event_id) != approval):
+                # started (or starting) before we sent anything in this life: a claim of
+                # ours for this approval may be waiting for its outcome
+                self._handled[ev.event_id] = approval
+                self._adopt_unresolved(ev.event_id, approval)
+        for event_id in list(self._unresolved):
+            self._resolve(event_id, doc)
         for ev in doc.events:
             if ev.event_status != SCHEDULED or not _valid_name(ev.event_id):
                 continue
@@ -98,6 +128,14 @@ class Acknowledger:
                     or decision.acker != self.vm or decision.approval < 1):
                 continue
             if self._handled.get(ev.event_id) == decision.approval:
+                continue
+            outside = _outside(ev.resources, decision.approved)
+            if outside:
+                if self._refused.get(ev.event_id) != decision.approval:
+                    self._refused[ev.event_id] = decision.approval
+                    log.warning("%s: not acknowledging %s (approval %d): IMDS lists %s, "
+                                "which the approval does not cover", self.vm, ev.event_id,
+                                decision.approval, ", ".join(outside[:5]))
                 continue
             self.acknowledge(ev.event_id, decision.approval, doc.incarnation,
                              decision_read=(data, stat.version))
@@ -114,6 +152,7 @@ class Acknowledger:
             return None  # the decision moved on: look again on the next check
         self._handled[event_id] = approval
         if not claimed:
+            self._adopt_unresolved(event_id, approval)
             return None
         state, detail, incarnation = self._send(event_id, incarnation)
         self._on_ack(state.value)
@@ -136,6 +175,34 @@ class Acknowledger:
         stored = zkstore.update(self.zk, self.layout.ack(event_id), AckRecord, finish)
         self._unrecorded.pop(event_id, None)
         return stored
+
+    def _adopt_unresolved(self, event_id: str, approval: int) -> None:
+        """A claim of ours for this approval that no thread of this process is sending:
+        an earlier life's, or one whose commit we never heard back about."""
+        current, _ = zkstore.read(self.zk, self.layout.ack(event_id), AckRecord)
+        if (current is not None and current.vm == self.vm and current.approval == approval
+                and current.state is AckState.SENDING):
+            log.info("%s: claim for %s (approval %d) has no known outcome; resolving it "
+                     "from IMDS", self.vm, event_id, approval)
+            self._unresolved[event_id] = (approval, current.at)
+
+    def _resolve(self, event_id: str, doc: ScheduledEventsDocument) -> None:
+        approval, claimed_at = self._unresolved[event_id]
+        ev = doc.event(event_id)
+        if ev is None or ev.event_status != SCHEDULED:
+            state, detail = AckState.ACCEPTED, (
+                "resolved from IMDS: the event " + ("left the document" if ev is None
+                                                    else f"is {ev.event_status}"))
+        elif self.clock.now() - claimed_at > self._resolve_after_s:
+            state, detail = AckState.REJECTED, (
+                f"resolved from IMDS: still Scheduled {self.clock.now() - claimed_at:.0f} s "
+                "after the claim; the acknowledgement never took effect")
+        else:
+            return
+        del self._unresolved[event_id]
+        log.info("%s: %s (approval %d): %s", self.vm, event_id, approval, detail)
+        self._unrecorded[event_id] = (approval, state, detail, doc.incarnation)
+        self._record(event_id, approval, state, detail, doc.incarnation)
 
     def _claim(self, event_id: str, approval: int, incarnation: int,
                decision_read: tuple[bytes, int] | None) -> bool | None:
@@ -210,3 +277,11 @@ class Acknowledger:
                      event_id, reason, fresh.incarnation)
             incarnation = fresh.incarnation
         return AckState.REJECTED, "retries exhausted", incarnation
+
+
+def _outside(listed: list[str], approved: list[str]) -> list[str]:
+    """VMs this document's event takes that the approval does not cover (VM names
+    ignore case in Azure). An approval that names nothing covers nothing."""
+    covered = {vm.casefold() for vm in approved}
+    return [vm for vm in listed if vm.casefold() not in covered] or (
+        [] if covered else list(listed) or ["(no approved set)"])

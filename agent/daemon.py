@@ -186,6 +186,7 @@ class Agent:
         assert self.relay is not None and self.drain is not None and self.acker is not None
         self.drain.check()  # before the (rate-limited) IMDS poll: a drain never waits on it
         doc = None
+        fetched_at = self.clock.now()
         try:
             doc = self.imds.scheduled_events()
         except ImdsError as exc:
@@ -200,8 +201,10 @@ class Agent:
             self._imds_recovered()
             self.metrics.polls.inc()
             self.metrics.events.set(len(doc.events))
+        if doc is not None and self.imds.events_fresh:
+            # a stale copy (the last good document after a malformed one) says nothing new
+            self.relay.publish(doc, fetched_at=fetched_at)
         if doc is not None:
-            self.relay.publish(doc, fresh=self.imds.events_fresh)
             self.acker.watch(doc)
         if doc is not None and self.imds.events_fresh and not self._stop.is_set():
             self.acker.check(doc)

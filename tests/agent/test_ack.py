@@ -24,9 +24,14 @@ from tests.helpers import wait_until
 from .conftest import AgentFactory, record
 
 
-def _approve(zk: KazooClient, layout: Layout, event_id: str, acker: str, approval: int) -> None:
+def _approve(zk: KazooClient, layout: Layout, event_id: str, acker: str, approval: int,
+             approved: list[str] | None = None) -> None:
+    """The leader's approval, covering `approved` (default: the relayed Resources)."""
+    if approved is None:
+        event = record(zk, layout.event(event_id), PlatformEvent)
+        approved = list(event.resources) if event else [acker]
     data = encode(Decision(event_id=event_id, state=DecisionState.APPROVED, acker=acker,
-                           approval=approval, reserved=[acker]))
+                           approval=approval, reserved=list(approved), approved=approved))
     path = layout.decision(event_id)
     if zk.exists(path):
         zk.set(path, data)
@@ -155,3 +160,52 @@ def test_claim_and_revocation_cannot_both_land(zk: KazooClient, zk_layout: Layou
     with pytest.raises(BadVersionError):
         zk.set(path, revoked, version=stat.version)
     assert zk.get(path)[0] == data  # the claim rewrote the decision unchanged
+
+
+def test_no_acknowledgement_while_imds_lists_a_vm_the_approval_does_not_cover(
+        zk: KazooClient, zk_layout: Layout, emulator: Emulator,
+        make_agent: AgentFactory) -> None:
+    """Issue 12.1: the approval covered what was reserved and drained; Resources grew."""
+    acker = make_agent("vm-1")
+    event = emulator.schedule(ud=1, type="Reboot", downtime_s=60)
+    eid = event["event_id"]
+    assert sorted(event["resources"]) == ["vm-1", "vm-4"]
+    wait_until(lambda: record(zk, zk_layout.event(eid), PlatformEvent), 10)
+    _approve(zk, zk_layout, eid, "vm-1", 1, approved=["vm-1"])
+    polls = acker.metrics.value("quorumgate_agent_polls_total")
+    wait_until(lambda: acker.metrics.value("quorumgate_agent_polls_total") >= polls + 4, 10)
+    assert emulator.event(eid)["acks"] == [] and _ack(zk, zk_layout, eid) is None
+    _approve(zk, zk_layout, eid, "vm-1", 2, approved=["VM-1", "vm-4"])  # any case
+    ack = wait_until(lambda: (a := _ack(zk, zk_layout, eid)) and a.state != AckState.SENDING
+                     and a, 10, message="the acknowledgement of the covering approval")
+    assert (ack.state, ack.approval) == (AckState.ACCEPTED, 2)
+    assert len(emulator.event(eid)["acks"]) == 1
+
+
+def test_a_claim_without_outcome_is_resolved_from_imds(zk: KazooClient, zk_layout: Layout,
+                                                       emulator: Emulator,
+                                                       make_agent: AgentFactory) -> None:
+    """Issue 12.7: a claim whose commit answer was lost stays `sending` forever no more."""
+    still = emulator.schedule(ud=2, type="Freeze", downtime_s=1)["event_id"]
+    ran = emulator.schedule(ud=0, type="Freeze", downtime_s=600, notice_s=900)["event_id"]
+    now = emulator.clock.now()
+    # vm-1 acks UD 0's event as an observer (its own VM stays up through the event)
+    for eid, vm in ((still, "vm-2"), (ran, "vm-1")):
+        zk.create(zk_layout.ack(eid), encode(AckRecord(event_id=eid, approval=1, vm=vm,
+                                                       state=AckState.SENDING, at=now)),
+                  makepath=True)
+    agents = [make_agent("vm-2"), make_agent("vm-1")]
+    for eid, vm in ((still, "vm-2"), (ran, "vm-1")):
+        wait_until(lambda e=eid: record(zk, zk_layout.event(e), PlatformEvent), 10)
+        _approve(zk, zk_layout, eid, vm, 1)
+    # another VM's acknowledgement starts `ran` (as if our lost POST had gone out)
+    emulator.sim.acknowledge("vm-4", [ran], None, "2020-07-01", emulator.clock.now())
+    done = wait_until(lambda: (a := _ack(zk, zk_layout, ran)) and a.state != AckState.SENDING
+                      and a, 10, message="the claim on a started event to resolve")
+    assert done.state == AckState.ACCEPTED and "resolved from IMDS" in done.detail
+    assert _ack(zk, zk_layout, still).state == AckState.SENDING, "too early to tell"
+    late = wait_until(lambda: (a := _ack(zk, zk_layout, still)) and a.state != AckState.SENDING
+                      and a, 60 / agents[0].clock.speed + 10,
+                      message="the claim on a still-scheduled event to resolve")
+    assert late.state == AckState.REJECTED and "never took effect" in late.detail
+    assert emulator.event(still)["acks"] == [], "resolving never sends"

@@ -67,23 +67,32 @@ def test_status_never_goes_backwards(zk: KazooClient, zk_layout: Layout, emulato
                                      make_agent: AgentFactory) -> None:
     started = emulator.schedule(ud=0, type="Freeze")
     gone = emulator.schedule(ud=0, type="Reboot")
-    # Other agents already saw these further along than this VM's document shows
-    for eid, status in ((started["event_id"], PlatformStatus.STARTED),
-                        (gone["event_id"], PlatformStatus.GONE)):
+    back = emulator.schedule(ud=0, type="Redeploy")
+    later = emulator.clock.now() + 3600
+    # Other agents already saw these further along than this VM's document shows: one
+    # Started, one Gone after any document vm-0 can fetch now, and one Gone before it
+    for eid, status, gone_at in ((started["event_id"], PlatformStatus.STARTED, None),
+                                 (gone["event_id"], PlatformStatus.GONE, later),
+                                 (back["event_id"], PlatformStatus.GONE, 1.0)):
         zk.create(zk_layout.event(eid), encode(PlatformEvent(
             event_id=eid, event_type=EventType.FREEZE, status=status, resources=["vm-0"],
-            incarnation=1, seen_by=["vm-9"], started_at=1.0)), makepath=True)
+            incarnation=1, seen_by=["vm-9"], started_at=1.0 if status is PlatformStatus.STARTED
+            else None, gone_at=gone_at, gone_by=["vm-9"] if gone_at else [])),
+            makepath=True)
     make_agent("vm-0")
 
     def merged() -> bool:
-        recs = [_event(zk, zk_layout, e["event_id"]) for e in (started, gone)]
+        recs = [_event(zk, zk_layout, e["event_id"]) for e in (started, gone, back)]
         return all(r is not None and "vm-0" in r.seen_by for r in recs)
 
     wait_until(merged, 10, message="vm-0 to merge its view")
     a = _event(zk, zk_layout, started["event_id"])
     b = _event(zk, zk_layout, gone["event_id"])
+    c = _event(zk, zk_layout, back["event_id"])
     assert a.status == PlatformStatus.STARTED and a.started_at == 1.0
-    assert b.status == PlatformStatus.GONE
+    assert b.status == PlatformStatus.GONE, "a document older than the Gone proves nothing"
+    assert c.status == PlatformStatus.SCHEDULED and c.gone_at is None, (
+        "listed in a document fetched after the Gone: it was never over")
 
 
 def test_restarted_agent_marks_events_that_ended_while_it_was_away(
