@@ -91,8 +91,11 @@ class InstanceMetadata(_Doc):
 
     name: str = Field(min_length=1)
     vm_id: str = ""
-    fd: int = Field(default=0, ge=0)
-    ud: int = Field(default=0, ge=0)
+    fd: int | None = Field(default=None, ge=0)
+    """None when IMDS does not say (never read as fault domain 0)."""
+    ud: int | None = Field(default=None, ge=0)
+    """None when IMDS does not say: zonal VMs outside an availability set and Flexible
+    scale sets have no update domain; reading it as 0 would merge them into UD 0."""
     zone: str = ""
     location: str = ""
     scale_set: str = ""
@@ -119,7 +122,7 @@ class InstanceMetadata(_Doc):
 
 
 def _int(value: Any) -> Any:
-    return 0 if value in (None, "") else value
+    return None if value in (None, "") else value
 
 
 def _private_ip(network: Any) -> str:

@@ -62,7 +62,7 @@ class Registrar:
                                     lambda current, g=group: self._joined(g, reg.name, current))
             if stored is None:
                 log.warning("group %s has a malformed record; not joined", group)
-        log.info("registered %s (fd=%d ud=%d) in cluster %s", reg.name, reg.fd, reg.ud,
+        log.info("registered %s (fd=%s ud=%s) in cluster %s", reg.name, reg.fd, reg.ud,
                  self.layout.cluster)
         return reg
 

@@ -1,8 +1,21 @@
-"""One coordinator replica: its ZooKeeper session, mirror and reconciler, started together."""
+"""One coordinator replica: its ZooKeeper session, mirror and reconciler, started together.
+
+Misconfiguration is loud: before the replica campaigns for leadership it checks that the
+ACLs of the cluster's znodes let its credentials (`zk_auth`) write. When they do not —
+a wrong or missing `zk_auth` — it does not campaign (every attempt would fail with
+NoAuth), logs one clear error line, and `/readyz` answers 503 with the reason in
+`problem` until the ACLs or the credentials are fixed (checked again every
+`ACCESS_CHECK_S`; the replica then campaigns without a restart).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable
+
+from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
+from kazoo.security import ACL, Permissions, make_digest_acl_credential
 
 from coordinator.config import CoordinatorConfig
 from coordinator.gates import GateRunner
@@ -18,6 +31,52 @@ from registry.zk import make_client
 
 log = logging.getLogger(__name__)
 
+ACCESS_CHECK_S = 15.0
+"""How often (real seconds) a replica checks again that ZooKeeper lets it write."""
+
+NEEDED = Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE
+_PERM_NAMES = (("read", Permissions.READ), ("write", Permissions.WRITE),
+               ("create", Permissions.CREATE), ("delete", Permissions.DELETE),
+               ("admin", Permissions.ADMIN))
+
+
+class PermanentZooKeeperError(RuntimeError):
+    """ZooKeeper refuses this replica for a reason retrying will not cure (credentials)."""
+
+
+def _perms(value: int) -> str:
+    if value & Permissions.ALL == Permissions.ALL:
+        return "all"
+    return ",".join(name for name, bit in _PERM_NAMES if value & bit) or "none"
+
+
+def acl_problem(path: str, acls: Iterable[ACL], auth: str | None) -> str | None:
+    """Why `auth` (digest `user:password`, or None) may not write at `path` with these
+    ACLs, or None when it may — or when the ACLs use schemes this cannot judge (ip,
+    sasl, x509: the server decides, so give it the benefit of the doubt)."""
+    acls = list(acls)
+    mine = make_digest_acl_credential(*auth.split(":", 1)) if auth else None
+    granted = 0
+    for acl in acls:
+        scheme, ident = acl.id.scheme, acl.id.id
+        if scheme == "world" and ident == "anyone":
+            granted |= acl.perms
+        elif scheme == "digest":
+            if ident == mine:
+                granted |= acl.perms
+        else:
+            return None
+    missing = NEEDED & ~granted
+    if not missing:
+        return None
+    who = (f"digest user {auth.split(':', 1)[0]!r}" if auth
+           else "no credentials (zk_auth is not set)")
+    grants = ", ".join(f"{a.id.scheme}:{a.id.id.split(':', 1)[0]} ({_perms(a.perms)})"
+                       for a in acls) or "nothing"
+    return (f"ZooKeeper will not let this coordinator ({who}) {_perms(missing)} under "
+            f"{path}: its ACL grants {grants}. Set zk_auth (QG_ZK_AUTH) to the cluster's "
+            "user:password, the same on every coordinator and agent")
+
 
 class CoordinatorNode:
     def __init__(self, config: CoordinatorConfig, clock: Clock | None = None) -> None:
@@ -26,6 +85,7 @@ class CoordinatorNode:
         self.layout = Layout(cluster=config.cluster, root=config.zk_root)
         self.client = make_client(config.zk_hosts, config.zk_session_timeout_s, config.zk_auth)
         self.metrics = CoordinatorMetrics()
+        self.metrics.started_at = self.clock.now()
         self.cache = ClusterCache(self.client, self.layout)
         self.notifier = Notifier(config.webhook_url) if config.webhook_url else None
         self.reconciler = Reconciler(
@@ -36,17 +96,34 @@ class CoordinatorNode:
         self.providers = ProviderRunner(config.providers, self.client,
                                         lambda: self.cache.view().registrations,
                                         self._publish_groups)
+        self.access_problem: str | None = None
+        """Set while ZooKeeper's ACLs refuse this replica's writes (see the module doc)."""
+        self._campaigning = False
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._checker: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         self.client.start(timeout=timeout)
         self.metrics.zk_connected.set(1)
-        self.cache.start(timeout=timeout)
-        self.reconciler.start()
+        try:
+            self.cache.start(timeout=timeout)
+        except NoAuthError as exc:  # the cluster's folders exist under someone else's ACL
+            raise PermanentZooKeeperError(
+                f"ZooKeeper refused to create the cluster's folders under {self.layout.base} "
+                "(NoAuth): zk_auth (QG_ZK_AUTH) must be the cluster's user:password") from exc
+        self.check_access()
+        if self.access_problem is None:
+            self._campaign()
         self.providers.start()
+        self._checker = threading.Thread(target=self._check_loop, daemon=True,
+                                         name=f"access-{self.config.identity}")
+        self._checker.start()
         log.info("coordinator %s started for cluster %s", self.config.identity,
                  self.config.cluster)
 
     def stop(self) -> None:
+        self._stopping.set()
         self.providers.stop()
         self.reconciler.stop()
         self.cache.close()
@@ -54,6 +131,57 @@ class CoordinatorNode:
             self.notifier.close()
         self.client.stop()
         self.client.close()
+        if self._checker is not None:
+            self._checker.join(5)
+
+    # ------------------------------------------------------------ access
+
+    def access_paths(self) -> list[str]:
+        return [self.layout.base, *self.layout.folders()]
+
+    def check_access(self) -> str | None:
+        """Read the ACLs of the cluster's folders and judge them against our credentials;
+        log one line when the verdict changes. Returns the problem (None: fine). Leaves
+        the last verdict when ZooKeeper cannot be asked (disconnected)."""
+        try:
+            pending = [(path, self.client.get_acls_async(path)) for path in self.access_paths()]
+            problem = None
+            for path, result in pending:
+                try:
+                    acls, _ = result.get(timeout=10)
+                except NoNodeError:
+                    continue
+                problem = problem or acl_problem(path, acls, self.config.zk_auth)
+        except (KazooException, self.client.handler.timeout_exception) as exc:
+            log.debug("access check skipped: %r", exc)
+            return self.access_problem
+        with self._lock:
+            before, self.access_problem = self.access_problem, problem
+        if problem and problem != before:
+            log.error("not ready: %s", problem)
+        elif before and not problem:
+            log.info("ZooKeeper now accepts this coordinator's writes: ready")
+        return problem
+
+    def _campaign(self) -> None:
+        with self._lock:
+            if self._campaigning or self._stopping.is_set():
+                return
+            self._campaigning = True
+        self.reconciler.start()
+
+    def _check_loop(self) -> None:
+        while not self._stopping.wait(ACCESS_CHECK_S):
+            if not self.reconciler.connected:
+                continue
+            if self.check_access() is None:
+                self._campaign()
+
+    @property
+    def problem(self) -> str | None:
+        """A configuration problem that makes this replica unready (None: none)."""
+        fatal = getattr(self.reconciler, "fatal", None)  # the reconciler's own verdict
+        return self.access_problem or (str(fatal) if fatal else None)
 
     def _publish_groups(self, groups: list[Group]) -> None:
         """Only the leader writes what providers found, and only what changed."""
@@ -66,5 +194,5 @@ class CoordinatorNode:
 
     @property
     def ready(self) -> bool:
-        """Connected to ZooKeeper with a mirror; leader or follower."""
-        return self.reconciler.connected and self.cache.ready
+        """Connected to ZooKeeper with a mirror, and allowed to write; leader or follower."""
+        return self.reconciler.connected and self.cache.ready and self.problem is None

@@ -46,9 +46,11 @@ class Placement(BaseModel):
     notes: list[str] = []
 
 
-def _domains(vms: Iterable[VMView]) -> tuple[set[int | None], set[int | None]]:
+def _domains(vms: Iterable[VMView]) -> tuple[set[int], set[int]]:
+    """Distinct known fault and update domains (an unknown domain spreads nothing)."""
     chosen = list(vms)
-    return {v.fd for v in chosen}, {v.ud for v in chosen}
+    return ({v.fd for v in chosen if v.fd is not None},
+            {v.ud for v in chosen if v.ud is not None})
 
 
 def place(request: PlacementRequest, vms: Mapping[str, VMView],
@@ -105,14 +107,17 @@ def _greedy(kept: list[VMView], candidates: list[VMView], needed: int, load: Cou
             best = first
         else:
             def score(v: VMView) -> tuple[int, int, int, str]:
-                nf, nu = len(fds | {v.fd}), len(uds | {v.ud})
+                nf = len(fds | ({v.fd} if v.fd is not None else set()))
+                nu = len(uds | ({v.ud} if v.ud is not None else set()))
                 return (-min(nf, nu), -(nf + nu), load[v.name], v.name)
 
             best = min(pool, key=score)
         pool.remove(best)
         chosen.append(best)
-        fds.add(best.fd)
-        uds.add(best.ud)
+        if best.fd is not None:
+            fds.add(best.fd)
+        if best.ud is not None:
+            uds.add(best.ud)
     return chosen
 
 

@@ -27,7 +27,7 @@ from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, Rolle
 from kazoo.recipe.cache import TreeCache, TreeEvent
 from pydantic import BaseModel
 
-from coordinator.safety import Change, GateResult, Snapshot, VMView
+from coordinator.safety import Change, GateResult, GroupIndex, Snapshot, Unreadable, VMView
 from registry.codec import decode, encode
 from registry.layout import Layout
 from registry.records import (
@@ -81,6 +81,8 @@ class ClusterView:
     """Bumped by every change the mirror applies: equal generations, equal views."""
     source: int = 0
     """Which mirror this view came from (several can live in one process)."""
+    group_index: GroupIndex | None = None
+    """The groups indexed by member, built once per change of the groups folder."""
 
     def folder(self, name: str) -> dict[str, Any]:
         """The valid records of a folder (malformed ones are left out); read-only."""
@@ -127,6 +129,12 @@ class ClusterView:
         """Every VM we know, live or not: the registration wins over the last known state."""
         return self.vm_index
 
+    def unreadable(self, name: str) -> frozenset[str]:
+        """Names of the records of a folder that exist but do not decode."""
+        return frozenset(k for k, item in self.records.get(name, {}).items()
+                         if item.record is None)
+
+
 
 def build_vm_index(registrations: dict[str, VMRegistration],
                    vm_states: dict[str, VMState]) -> dict[str, VMView]:
@@ -157,6 +165,7 @@ class ClusterCache:
         self._vm_index: tuple[int, dict[str, VMView]] | None = None
         self._folder_gen: dict[str, int] = {}
         self._frozen: dict[str, tuple[int, dict[str, Versioned], dict[str, Any]]] = {}
+        self._group_index: tuple[int, GroupIndex] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         ensure_layout(self.client, self.layout)
@@ -190,9 +199,13 @@ class ClusterCache:
             if self._vm_index is None or self._vm_index[0] != self._vm_generation:
                 self._vm_index = (self._vm_generation,
                                   build_vm_index(valid["vms"], valid["vm-state"]))
+            groups_gen = self._folder_gen.get("groups", 0)
+            if self._group_index is None or self._group_index[0] != groups_gen:
+                self._group_index = (groups_gen,
+                                     GroupIndex.build(list(valid["groups"].values())))
             return ClusterView(records, valid, self._vm_index[1], self._policy,
                                self._policy_version, generation=self._generation,
-                               source=id(self))
+                               source=id(self), group_index=self._group_index[1])
 
     def _on_event(self, event: TreeEvent) -> None:
         kind = event.event_type
@@ -267,21 +280,35 @@ def ensure_layout(client: KazooClient, layout: Layout) -> None:
 
 @dataclass
 class DecisionsRead:
-    """Decisions read straight from ZooKeeper, with the folder version that guards them."""
+    """Decisions and acknowledgement claims read straight from ZooKeeper, with the folder
+    version that guards the decisions."""
 
     folder_version: int
     decisions: dict[str, Versioned] = field(default_factory=dict)
     """Valid decisions only."""
     versions: dict[str, int] = field(default_factory=dict)
     """Every decision znode's version, malformed ones included."""
+    acks: dict[str, AckRecord] = field(default_factory=dict)
+    """Every valid `acks/<id>`, read *after* the decisions."""
+    unreadable_decisions: frozenset[str] = frozenset()
+    unreadable_acks: frozenset[str] = frozenset()
 
 
 def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
-    """Consistent enough for fencing: any later decision write bumps the folder version."""
+    """Consistent enough for fencing: any later decision write bumps the folder version.
+
+    The acks are read after the decisions on the same session, so a decision whose
+    version an acker's claim bumped is never seen without that claim (ZooKeeper serves
+    one session's requests in order): the leader cannot revoke, nor approve again, an
+    approval that is being sent because its cache had not caught up (issue 12.4).
+    """
     _, stat = client.get(layout.decisions)
     names = client.get_children(layout.decisions)
     pending = [(name, client.get_async(layout.decision(name))) for name in names]
+    ack_names = client.get_children(layout.acks)
+    acks_pending = [(name, client.get_async(layout.ack(name))) for name in ack_names]
     out = DecisionsRead(folder_version=stat.version)
+    bad: set[str] = set()
     for name, result in pending:
         try:
             data, node_stat = result.get(timeout=30)
@@ -291,23 +318,39 @@ def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
         record = decode(Decision, data, layout.decision(name))
         if record is not None:
             out.decisions[name] = Versioned(node_stat.version, record)
+        elif data:
+            bad.add(name)
+    bad_acks: set[str] = set()
+    for name, result in acks_pending:
+        try:
+            data, _ = result.get(timeout=30)
+        except NoNodeError:
+            continue
+        ack = decode(AckRecord, data, layout.ack(name))
+        if ack is not None:
+            out.acks[name] = ack
+        else:
+            bad_acks.add(name)
+    out.unreadable_decisions = frozenset(bad)
+    out.unreadable_acks = frozenset(bad_acks)
     return out
 
 
 def build_snapshot(view: ClusterView, read: DecisionsRead, now: float,
                    gates: dict[str, GateResult] | None = None) -> Snapshot:
-    """The core's input: decisions from ZooKeeper with the operators' overrides applied."""
+    """The core's input: decisions and acks from ZooKeeper, the rest from the mirror,
+    and every record that exists but does not decode (the core fails closed on them)."""
     decisions: dict[str, Decision] = {
         eid: item.record for eid, item in read.decisions.items()}
-    for eid, override in view.overrides.items():
-        base = decisions.get(eid) or Decision(event_id=eid, state_since=now)
-        if (base.operator_hold, base.force_reason) != (override.hold, override.force):
-            decisions[eid] = base.model_copy(update={"operator_hold": override.hold,
-                                                     "force_reason": override.force})
+    unreadable = Unreadable(
+        decisions=read.unreadable_decisions, groups=view.unreadable("groups"),
+        drains=view.unreadable("drain"), acks=read.unreadable_acks,
+        overrides=view.unreadable("overrides"))
     return Snapshot(now=now, policy=view.policy, vms=view.vm_views(),
                     groups=list(view.groups.values()), events=view.events,
-                    decisions=decisions, drains=view.drains, acks=view.acks,
-                    gates=gates or {})
+                    decisions=decisions, drains=view.drains, acks=read.acks,
+                    gates=gates or {}, overrides=view.overrides, unreadable=unreadable,
+                    index=view.group_index)
 
 
 # ---------------------------------------------------------------- the leader's writes

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from coordinator.api.deps import Unavailable
 from coordinator.api.routes import admin, events, groups, health, placement, vms
+from coordinator.api.routes.common import Ambiguous
 from coordinator.api.writes import Conflict, OperatorWrites
 from coordinator.node import CoordinatorNode
 
@@ -34,7 +35,9 @@ TAGS = [
     {"name": "vms", "description": "VMs and the fault x update domain grid (viewer)"},
     {"name": "groups", "description": "Replica groups; writes need the operator role"},
     {"name": "events", "description": "Scheduled events and our decisions; hold, release, "
-                                      "force need the operator role"},
+                                      "force, retry need the operator role. An event id "
+                                      "may be abbreviated to a unique prefix, in any case "
+                                      "(409 with `matches` when several events share it)"},
     {"name": "policy and status", "description": "Policy, pause/resume, status, audit log"},
     {"name": "placement", "description": "Where replicas should go; which groups block a "
                                          "rollout (viewer)"},
@@ -82,6 +85,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def conflict(request: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(Ambiguous)
+    async def ambiguous(request: Request, exc: Ambiguous) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "matches": exc.matches},
+                            status_code=status.HTTP_409_CONFLICT)
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:

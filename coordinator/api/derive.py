@@ -8,6 +8,7 @@ everywhere. Availability per group is computed by the safety core's own
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -16,11 +17,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from coordinator.safety import Availability, Snapshot
+from coordinator.metrics import at_risk, was_forced
+from coordinator.safety import Availability, Snapshot, Unreadable
 from coordinator.store import ClusterView
 from registry.records import (
     AckRecord,
     Decision,
+    DecisionCode,
     DecisionState,
     DrainRecord,
     DrainStatus,
@@ -35,6 +38,13 @@ from registry.records import (
 
 S = DecisionState
 T = TypeVar("T")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders vm-2 before vm-10 (numbers compare as numbers)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in _DIGITS.split(name) if part)
 
 
 class VMDisplayState(StrEnum):
@@ -169,7 +179,7 @@ def vm_rows(view: ClusterView) -> list[VMRow]:
     member_of = groups_by_vm(view.groups.values())
     by_vm = decisions_by_vm(decisions)
     rows = []
-    for name in sorted(set(regs) | set(states)):
+    for name in sorted(set(regs) | set(states), key=natural_key):
         info = regs.get(name) or states[name]
         reserving = reserving_decision(name, decisions, events, by_vm)
         event = events.get(reserving.event_id) if reserving else None
@@ -244,7 +254,9 @@ class GroupRow(BaseModel):
 def group_rows(view: ClusterView) -> list[GroupRow]:
     groups = sorted(view.groups.values(), key=lambda g: g.name)
     snap = Snapshot(now=0.0, policy=view.policy, vms=view.vm_views(), groups=groups,
-                    events={}, decisions=view.decisions, drains=view.drains)
+                    events={}, decisions=view.decisions, drains=view.drains,
+                    unreadable=Unreadable(drains=view.unreadable("drain")),
+                    index=view.group_index)
     avail = Availability(snap)
     regs = view.registrations
     out = []
@@ -270,13 +282,32 @@ class EventRow(BaseModel):
     active: bool
     """Not over yet: not restored, not cancelled with its VMs released."""
     reason: str = ""
+    code: DecisionCode | None = None
+    """The decision's stable code (what alerts and scripts branch on); None before the
+    leader decided."""
+    dry_run: bool = False
+    """Decided under the dry-run policy: nothing was drained nor acknowledged."""
+    forced: bool = False
+    """The platform started it without our acknowledgement (kept after the event ends)."""
+    at_risk: bool = False
+    """Cannot finish before its NotBefore without help: failed, or held for a reason that
+    is not our own budget, while the platform has not started it."""
     event_type: EventType | None = None
     status: PlatformStatus | None = None
     resources: list[str] = []
     not_before: float | None = None
     operator_hold: str = ""
     """The operator's hold reason (from the override, even before the leader applies it)."""
+    hold_by: str = ""
+    """Who placed the operator hold (audit name), when there is one."""
+    hold_at: float | None = None
     force_reason: str = ""
+    force_skip_drain: bool = False
+    """The operator's force also skips the drain."""
+    retries: int = 0
+    """Drain retries so far (automatic and operator)."""
+    retry_pending: bool = False
+    """An operator retry was asked for and the leader has not acted on it yet."""
     event: PlatformEvent | None = None
     decision: Decision | None = None
     ack: AckRecord | None = None
@@ -297,19 +328,29 @@ def event_row(event_id: str, view: ClusterView) -> EventRow | None:
     if event is None and decision is None:
         return None
     override = view.overrides.get(event_id)
+    hold = override.hold if override else (decision.operator_hold if decision else "")
+    force = override.force if override else (decision.force_reason if decision else "")
     return EventRow(
         event_id=event_id, state=decision.state if decision else S.NEW,
         active=is_active(event, decision),
         reason=decision.reason if decision else "",
+        code=decision.code if decision else None,
+        dry_run=bool(decision and decision.dry_run),
+        forced=bool(decision and was_forced(decision)),
+        at_risk=bool(decision and at_risk(decision, event)),
         event_type=event.event_type if event else None,
         status=event.status if event else None,
         resources=list(event.resources) if event else list(decision.reserved if decision
                                                             else []),
         not_before=event.not_before if event else None,
-        operator_hold=override.hold if override else (decision.operator_hold
-                                                      if decision else ""),
-        force_reason=override.force if override else (decision.force_reason
-                                                      if decision else ""),
+        operator_hold=hold,
+        hold_by=(override.by if override and override.hold else "") if hold else "",
+        hold_at=(override.at if override and override.hold else None) if hold else None,
+        force_reason=force,
+        force_skip_drain=bool(force) and (override.skip_drain if override and override.force
+                                          else bool(decision and decision.force_skip_drain)),
+        retries=decision.retries if decision else 0,
+        retry_pending=bool(override and decision and override.retry > decision.retry_seen),
         event=event, decision=decision, ack=view.acks.get(event_id), override=override)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
-from registry.records import MinAvailable, Name, Policy
+from registry.records import Group, MinAvailable, Name, Policy
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 
@@ -24,6 +24,10 @@ class GroupIn(Body):
     health_gate: str = Field(default="", max_length=2000)
     """An http(s) URL that must answer 2xx, or a shell command that must exit 0, before an
     approval or release touching the group."""
+    allow_unknown: bool = False
+    """Save even with members no agent ever registered (e.g. VMs not provisioned yet);
+    without it such a group is refused (422): a typo would silently count as a VM that is
+    always down and hold every maintenance of the group."""
 
     @model_validator(mode="after")
     def _consistent(self) -> GroupIn:
@@ -37,9 +41,22 @@ class GroupIn(Body):
         return self
 
 
+class GroupOut(Group):
+    warnings: list[str] = []
+    """What was saved but deserves a second look (unknown members, min_available 0)."""
+
+
 class ReasonIn(Body):
     reason: Reason
     """Why: mandatory, shown in the decision and the audit log."""
+
+
+class ForceIn(Body):
+    reason: Reason
+    """Why: mandatory, shown in the decision and the audit log."""
+    skip_drain: bool = False
+    """Approve without draining (default: a force still drains, only the safety check is
+    overridden)."""
 
 
 class OptionalReasonIn(Body):
@@ -61,6 +78,21 @@ class PolicyIn(Policy):
 
     def policy(self) -> Policy:
         return Policy.model_validate(self.model_dump(exclude={"version"}))
+
+
+def _patch_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {name: (field.annotation | None, Field(None,
+                                                                    description=field.description))
+                              for name, field in Policy.model_fields.items()}
+    fields["version"] = (int | None, Field(None, description="update only if the `config` "
+                                                             "znode still has this version"))
+    return create_model("PolicyPatch", __config__=ConfigDict(extra="forbid", frozen=True),
+                        __doc__="Only the fields given change; the others keep their current "
+                                "value (pause state included).", **fields)
+
+
+PolicyPatch = _patch_model()
+"""PATCH /v1/policy: any subset of the policy's fields."""
 
 
 class LastPass(BaseModel):
@@ -91,15 +123,21 @@ class StatusOut(BaseModel):
     policy_version: int
     last_pass: LastPass
     """The last decision pass of this replica (only the leader runs passes)."""
+    problem: str | None = None
+    """A misconfiguration that keeps this replica unready (see /readyz)."""
+    version: str = ""
+    """This replica's quorumgate version."""
 
 
 class ReadyOut(BaseModel):
     ready: bool
     leader: str | None
     role: str
-    """leader, follower, or down."""
+    """leader, follower, down (not connected, no mirror yet) or misconfigured."""
     identity: str
+    problem: str | None = None
+    """Why this replica is misconfigured (e.g. ZooKeeper refuses its credentials)."""
 
 
-__all__ = ["GroupIn", "Name", "OptionalReasonIn", "PolicyIn", "PolicyOut", "ReadyOut",
-           "ReasonIn", "StatusOut"]
+__all__ = ["ForceIn", "GroupIn", "GroupOut", "Name", "OptionalReasonIn", "PolicyIn",
+           "PolicyOut", "PolicyPatch", "ReadyOut", "ReasonIn", "StatusOut"]

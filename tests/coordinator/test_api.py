@@ -233,9 +233,9 @@ def test_actions_are_audited_with_who(follower: Api, zk: KazooClient, cluster: L
     op.delete("/v1/groups/h").raise_for_status()
     audit = follower.viewer.get("/v1/audit").raise_for_status().json()
     assert [(a["action"], a["detail"]) for a in audit] == [
-        ("group:put", "members=vm-3,vm-4 min_available=1"),
+        ("group:put", "group h: members=vm-3,vm-4 min_available=1"),
         ("hold", "DB migration"), ("release", ""), ("force", "hotfix needs it"),
-        ("pause", "incident 42"), ("resume", ""), ("group:delete", "h")]
+        ("pause", "incident 42"), ("resume", ""), ("group:delete", "group h")]
     assert {a["actor"] for a in audit} == {OPERATOR_NAME}
     assert [a["event_id"] for a in audit[1:4]] == ["E1"] * 3
     assert [a["action"] for a in follower.viewer.get("/v1/audit?limit=2").json()] == [
@@ -296,9 +296,18 @@ def test_hold_release_force_reach_the_decision(leader: Api, zk: KazooClient,
     wait_until(lambda: (d := decision()) and not d.operator_hold
                and d.reason.startswith("unsafe"), 10)
 
+    # a force overrides the safety check, not the drain: E2's VMs are asked to drain first
     op.post("/v1/events/E2/force", json={"reason": "security patch"}).raise_for_status()
+    draining = wait_until(lambda: (d := decision()) and d.state is S.DRAINING and d, 10)
+    assert draining.force_reason == "security patch" and draining.drain == ["vm-1", "vm-2"]
+    for vm in ("vm-1", "vm-2"):  # what the agents report once their hooks ran
+        data, stat = zk.get(cluster.drain(vm))
+        drain = decode(DrainRecord, data)
+        assert drain is not None and drain.want is DrainWant.DRAINED
+        zk.set(cluster.drain(vm), encode(drain.model_copy(update={
+            "status": DrainStatus.DRAINED})), version=stat.version)
     forced = wait_until(lambda: (d := decision()) and d.state is S.APPROVED and d, 10)
-    assert forced.force_reason == "security patch" and forced.acker == "vm-1"
+    assert forced.acker == "vm-1"
     assert "forced by operator: security patch" in forced.reason
     wait_until(lambda: op.get("/v1/events/E2").json()["state"] == "approved", 10)
     status = op.get("/v1/status").json()
@@ -404,7 +413,7 @@ def test_readyz_and_zookeeper_outage(follower: Api, zk: KazooClient, cluster: La
     r = c.get("/readyz")
     assert r.status_code == 200
     assert r.json() == {"ready": True, "leader": "elsewhere", "role": "follower",
-                        "identity": "api-1"}
+                        "identity": "api-1", "problem": None}
     assert c.get("/healthz").json() == {"ok": True}
 
     # a ZooKeeper error in the middle of a request is a 503 with a message, not a 500

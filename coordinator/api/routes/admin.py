@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
+from pydantic import ValidationError
 
 from coordinator.api.auth import NodeDep, Operator, Viewer
 from coordinator.api.deps import Connected, View
 from coordinator.api.derive import event_rows, group_rows, state_counts
-from coordinator.api.models import LastPass, OptionalReasonIn, PolicyIn, PolicyOut, StatusOut
+from coordinator.api.models import (
+    LastPass,
+    OptionalReasonIn,
+    PolicyIn,
+    PolicyOut,
+    PolicyPatch,
+    StatusOut,
+)
 from coordinator.api.routes.common import Writes
 from coordinator.api.writes import Conflict, Current
+from coordinator.metrics import version
 from coordinator.store import read_audit
 from registry.records import AuditEntry, Policy
 
@@ -66,6 +75,47 @@ def put_policy(body: PolicyIn, node: NodeDep, writes: Writes, caller: Operator,
     return _policy_out(policy, done.version, response)
 
 
+@router.patch("/policy", response_model=PolicyOut, dependencies=[Connected],
+              responses={**CONFLICT, 400: {"description": "If-Match is not a policy version"},
+                         422: {"description": "a field is unknown, or the result is not a "
+                                              "valid policy"}},
+              summary="Change some fields of the policy (read-modify-write)")
+def patch_policy(node: NodeDep, writes: Writes, caller: Operator, view: View,
+                 response: Response,
+                 body: Annotated[PolicyPatch, Body(openapi_examples={  # type: ignore[valid-type]
+                     "dry-run": {"value": {"dry_run": True}},
+                     "two UDs at once": {"value": {"max_concurrent_uds": 2}}})],
+                 if_match: Annotated[str | None, Header(description="expected version")] = None,
+                 ) -> PolicyOut:
+    """Only the fields given change, everything else — `paused` included — keeps its
+    current value: `{"dry_run": true}` never unpauses approvals or resets a cap. Applied
+    over the version just read (retried on a concurrent change), or only over `version`
+    (body or `If-Match`) when given: 409 if the policy moved on."""
+    given = body.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
+    expected = given.pop("version", None)
+    if expected is None:
+        expected = _if_match(if_match)
+
+    def update(current: Current[Policy]) -> Policy:
+        if expected is not None and current.version != expected:
+            raise Conflict(f"policy is at version {current.version}, not {expected}; "
+                           "re-read it and retry")
+        # a malformed config keeps the mirror's last good policy (as the leader does)
+        base = current.record or (view.policy if current.exists else Policy())
+        try:
+            return Policy.model_validate({**base.model_dump(), **given})
+        except ValidationError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors(include_url=False))) from None
+
+    changes = " ".join(f"{k}={v}" for k, v in given.items())
+    done = writes.apply(caller.name, "policy:patch", node.layout.config, Policy, update,
+                        detail=changes, retries=0 if expected is not None else 3)
+    assert done.record is not None
+    return _policy_out(done.record, done.version, response)
+
+
 def _set_paused(node: NodeDep, writes: Writes, caller_name: str, view_policy: Policy,
                 paused: bool, reason: str, response: Response) -> PolicyOut:
     def update(current: Current[Policy]) -> Policy:
@@ -116,7 +166,8 @@ def get_status(node: NodeDep, view: View, _: Viewer) -> StatusOut:
         groups_below_min=sum(1 for g in groups if not g.ok),
         paused=view.policy.paused, dry_run=view.policy.dry_run,
         policy_version=view.policy_version,
-        last_pass=LastPass(at=rec.last_pass_at, summary=rec.last_pass_summary))
+        last_pass=LastPass(at=rec.last_pass_at, summary=rec.last_pass_summary),
+        problem=node.problem, version=version())
 
 
 @router.get("/audit", response_model=list[AuditEntry], dependencies=[Connected],

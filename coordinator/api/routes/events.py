@@ -1,29 +1,45 @@
-"""Events with our decisions; operator hold, release and force (written as overrides).
+"""Events with our decisions; operator hold, release, force and retry (written as overrides).
 
 An override is an intent: any replica writes `overrides/<event-id>`; only the leader
-turns it into the decision (`operator_hold`, `force_reason`). Hold and force exclude
-each other: a hold clears a force not yet acted on, a force clears a hold. Release
-clears the hold only.
+turns it into the decision (`operator_hold`, `force_reason`, a drain retry). Hold and
+force exclude each other: a hold clears a force not yet acted on, a force clears a hold.
+Release clears the hold only. A force still drains (only the safety check is
+overridden) unless `skip_drain` is set. A retry asks the leader to drain a failed event
+again: it bumps `Override.retry`, and the leader acts once per value.
+
+Every `{event_id}` may be abbreviated: the full id in any case, or a unique
+case-insensitive prefix of it (the dashboard and the demo show the first 8 characters).
+A prefix of several ids answers 409 with the candidates in `matches`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
+from fastapi.exceptions import HTTPException
 
 from coordinator.api.auth import NodeDep, Operator, Viewer
 from coordinator.api.deps import Connected, View
 from coordinator.api.derive import EventRow, event_row, event_rows
-from coordinator.api.models import OptionalReasonIn, ReasonIn
-from coordinator.api.routes.common import Writes, name_param, not_found
-from coordinator.api.writes import Current, exists
+from coordinator.api.models import ForceIn, OptionalReasonIn, ReasonIn
+from coordinator.api.routes.common import (
+    AMBIGUOUS,
+    Writes,
+    name_param,
+    not_found,
+    resolve_id,
+)
+from coordinator.api.writes import ZK_TIMEOUT_S, Current, exists, read
 from coordinator.node import CoordinatorNode
-from registry.records import DecisionState, Override
+from coordinator.store import ClusterView
+from registry.records import Decision, DecisionCode, DecisionState, Override
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-EventId = Annotated[str, name_param("event id")]
-NOT_FOUND = {404: {"description": "no such event"}}
+EventId = Annotated[str, name_param("event id, or a unique prefix of it in any case")]
+NOT_FOUND = {404: {"description": "no such event"}, **AMBIGUOUS}
+RETRYABLE_CODES = frozenset({DecisionCode.DRAIN_FAILED, DecisionCode.DRAIN_TIMEOUT,
+                             DecisionCode.RETRY_BACKOFF})
 
 
 @router.get("", response_model=list[EventRow], summary="Events with their decisions")
@@ -41,29 +57,53 @@ def list_events(view: View, _: Viewer,
     return rows
 
 
+def known_in(view: ClusterView) -> set[str]:
+    return set(view.events) | set(view.decisions)
+
+
 @router.get("/{event_id}", response_model=EventRow, responses=NOT_FOUND,
             summary="One event: platform view, decision, acknowledgement, override")
 def get_event(event_id: EventId, view: View, _: Viewer) -> EventRow:
-    row = event_row(event_id, view)
+    found = resolve_id(event_id, known_in(view))
+    row = event_row(found, view) if found else None
     if row is None:
         raise not_found(f"event {event_id!r}")
     return row
 
 
-def _override(node: CoordinatorNode, writes: Writes, caller_name: str, event_id: str,
-              action: str, reason: str, **fields: str) -> Override:
+def resolve_for_write(node: CoordinatorNode, event_id: str) -> str:
+    """The full id of the event an action names, read from ZooKeeper itself (the mirror
+    may not have an event that was just created): 404 when none, 409 when ambiguous."""
     layout = node.layout
-    if not (exists(node.client, layout.event(event_id))
-            or exists(node.client, layout.decision(event_id))):
+    client = node.client
+    if exists(client, layout.event(event_id)) or exists(client, layout.decision(event_id)):
+        return event_id
+    names: set[str] = set()
+    for folder in (layout.events, layout.decisions):
+        names.update(client.get_children_async(folder).get(timeout=ZK_TIMEOUT_S))
+    found = resolve_id(event_id, names)
+    if found is None:
         raise not_found(f"event {event_id!r}")
+    return found
+
+
+def _override(node: CoordinatorNode, writes: Writes, caller_name: str, event_id: str,
+              action: str, reason: str, detail: str | None = None,
+              check=None, **fields: object) -> Override:
+    """Resolve the id, then write the override and its audit entry in one transaction.
+    `check(current_override)` may refuse (raise) or return more fields to set."""
+    event_id = resolve_for_write(node, event_id)
     now = node.clock.now()
 
     def update(current: Current[Override]) -> Override:
         base = current.record or Override(event_id=event_id)
-        return base.model_copy(update={**fields, "by": caller_name, "at": now})
+        more = check(base) if check is not None else {}
+        return base.model_copy(update={**fields, **(more or {}), "by": caller_name,
+                                       "at": now})
 
-    done = writes.apply(caller_name, action, layout.override(event_id), Override, update,
-                        event_id=event_id, detail=reason)
+    done = writes.apply(caller_name, action, node.layout.override(event_id), Override,
+                        update, event_id=event_id,
+                        detail=reason if detail is None else detail)
     assert done.record is not None
     return done.record
 
@@ -74,7 +114,7 @@ def hold(event_id: EventId, body: ReasonIn, node: NodeDep, writes: Writes,
          caller: Operator) -> Override:
     """The platform still starts the event at NotBefore: a hold only stops *us*."""
     return _override(node, writes, caller.name, event_id, "hold", body.reason,
-                     hold=body.reason, force="")
+                     hold=body.reason, force="", skip_drain=False)
 
 
 @router.post("/{event_id}/release", response_model=Override, dependencies=[Connected],
@@ -86,10 +126,42 @@ def release(event_id: EventId, node: NodeDep, writes: Writes, caller: Operator,
 
 
 @router.post("/{event_id}/force", response_model=Override, dependencies=[Connected],
-             responses=NOT_FOUND, summary="Force-approve an event, bypassing the safety check")
-def force(event_id: EventId, body: ReasonIn, node: NodeDep, writes: Writes,
+             responses=NOT_FOUND,
+             summary="Force-approve an event, bypassing the safety check (it still drains)")
+def force(event_id: EventId, body: ForceIn, node: NodeDep, writes: Writes,
           caller: Operator) -> Override:
-    """The leader reserves the event's VMs and approves it even if a group loses its
-    quorum. Mandatory reason; audited."""
+    """The leader reserves the event's VMs, **drains them** (Patroni switchover, HDFS
+    maintenance: whatever the drain hooks do) and approves the event even if a group
+    loses its quorum. `skip_drain: true` approves without draining: the VMs go down with
+    their replicas still on them. Mandatory reason; audited."""
+    detail = body.reason + (" [skip drain]" if body.skip_drain else "")
     return _override(node, writes, caller.name, event_id, "force", body.reason,
-                     force=body.reason, hold="")
+                     detail=detail, force=body.reason, skip_drain=body.skip_drain, hold="")
+
+
+@router.post("/{event_id}/retry", response_model=Override, dependencies=[Connected],
+             responses={**NOT_FOUND,
+                        409: {"description": "the id is ambiguous (`matches`), or the "
+                                             "event's drain has not failed: nothing to "
+                                             "retry"}},
+             summary="Drain a failed event again")
+def retry(event_id: EventId, node: NodeDep, writes: Writes, caller: Operator,
+          body: OptionalReasonIn | None = None) -> Override:
+    """For an event whose drain failed or timed out (decision `failed`, or waiting for an
+    automatic retry): the leader resets its drain requests and the agents run the drain
+    hook again (a new attempt), then the event goes on as usual. Audited."""
+    full_id = resolve_for_write(node, event_id)
+
+    def check(current: Override) -> dict[str, object]:
+        decision = read(node.client, node.layout.decision(full_id), Decision).record
+        if decision is None or not (decision.state is DecisionState.FAILED
+                                    or decision.code in RETRYABLE_CODES):
+            state = (f"{decision.state.value} ({decision.code.value})" if decision
+                     else "not decided yet")
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                f"event {full_id} is {state}: only a failed drain can be "
+                                "retried")
+        return {"retry": max(current.retry, decision.retry_seen) + 1}
+
+    return _override(node, writes, caller.name, full_id, "retry",
+                     body.reason if body else "", check=check)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from coordinator.api.auth import NodeDep, Operator, Viewer
 from coordinator.api.deps import Connected, View
 from coordinator.api.derive import GroupRow, group_rows
-from coordinator.api.models import GroupIn
+from coordinator.api.models import GroupIn, GroupOut
 from coordinator.api.routes.common import Writes, name_param, not_found
 from coordinator.api.writes import Conflict, Current
 from registry.records import Group
@@ -42,20 +42,43 @@ def get_group(name: GroupName, view: View, _: Viewer) -> GroupRow:
     raise not_found(f"group {name!r}")
 
 
-@router.put("/{name}", response_model=Group, dependencies=[Connected], responses=MANAGED,
+@router.put("/{name}", response_model=GroupOut, dependencies=[Connected],
+            responses={**MANAGED, 422: {"description": "invalid group, a command health gate "
+                                                       "without allow_gate_commands, or "
+                                                       "members no agent ever registered "
+                                                       "(without allow_unknown)"}},
             summary="Create or replace a replica group")
 def put_group(name: GroupName, body: GroupIn, node: NodeDep, writes: Writes,
-              caller: Operator) -> Group:
+              caller: Operator, view: View) -> GroupOut:
+    """`warnings` in the answer name what was saved but deserves a second look."""
     gate = body.health_gate.strip()
     if gate and not gate.startswith(("http://", "https://")) and (
             not node.config.allow_gate_commands):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             "health_gate must be an http(s) URL: command gates through the "
                             "API need allow_gate_commands in the coordinator's config")
+    known = view.vm_views()
+    unknown = [m for m in body.members if m not in known]
+    warnings = []
+    if unknown:
+        listed = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        if not body.allow_unknown:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"unknown members: {listed}: no agent ever registered them (a typo?). They "
+                "would count as down and hold every maintenance of the group; send "
+                "allow_unknown (--allow-unknown) to save it anyway")
+        warnings.append(f"unknown members (count as down until their agents register): "
+                        f"{listed}")
+    if body.min_available == 0:
+        warnings.append("min_available 0: this group never holds a maintenance (every "
+                        "member may go down at once)")
     group = Group(name=name, members=list(body.members), min_available=body.min_available,
                   health_gate=body.health_gate, source="api")
-    detail = (f"members={','.join(group.members)} min_available={group.min_available}"
-              + (f" health_gate={group.health_gate}" if group.health_gate else ""))
+    detail = (f"group {name}: members={','.join(group.members)} "
+              f"min_available={group.min_available}"
+              + (f" health_gate={group.health_gate}" if group.health_gate else "")
+              + (f" (unknown: {','.join(unknown)})" if unknown else ""))
 
     def update(current: Current[Group]) -> Group:
         _not_managed(current, name)
@@ -63,7 +86,7 @@ def put_group(name: GroupName, body: GroupIn, node: NodeDep, writes: Writes,
 
     writes.apply(caller.name, "group:put", node.layout.group(name), Group, update,
                  detail=detail)
-    return group
+    return GroupOut(**group.model_dump(), warnings=warnings)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Connected],
@@ -77,5 +100,5 @@ def delete_group(name: GroupName, node: NodeDep, writes: Writes, caller: Operato
         return None
 
     writes.apply(caller.name, "group:delete", node.layout.group(name), Group, gone,
-                 detail=name)
+                 detail=f"group {name}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -18,8 +18,12 @@ def healthz() -> dict[str, bool]:
 
 
 @router.get("/readyz", response_model=ReadyOut,
-            responses={503: {"model": ReadyOut, "description": "not connected or no mirror"}},
-            summary="Connected to ZooKeeper with a loaded mirror (leader or follower)")
+            responses={503: {"model": ReadyOut,
+                             "description": "not connected, no mirror yet, or misconfigured "
+                                            "(`problem` says how, e.g. ZooKeeper refuses "
+                                            "this replica's credentials)"}},
+            summary="Connected to ZooKeeper with a loaded mirror and allowed to write "
+                    "(leader or follower)")
 def readyz(node: NodeDep) -> JSONResponse:
     ready = node.ready
     rec = node.reconciler
@@ -27,8 +31,11 @@ def readyz(node: NodeDep) -> JSONResponse:
         leader: str | None = node.config.identity
     else:
         leader = rec.leader_identity() if ready else None
-    role = ("leader" if rec.is_leader else "follower") if ready else "down"
-    body = ReadyOut(ready=ready, leader=leader, role=role, identity=node.config.identity)
+    problem = node.problem
+    role = (("leader" if rec.is_leader else "follower") if ready
+            else "misconfigured" if problem else "down")
+    body = ReadyOut(ready=ready, leader=leader, role=role, identity=node.config.identity,
+                    problem=problem)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
@@ -38,5 +45,6 @@ def metrics(node: NodeDep) -> Response:
     """Decision gauges come from this replica's mirror, so leader and followers agree
     (a former leader must not keep reporting what it last decided)."""
     if node.cache.ready:
-        node.metrics.observe_decisions(node.cache.view().decisions)
+        view = node.cache.view()
+        node.metrics.observe_decisions(view.decisions, view.events)
     return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
