@@ -9,22 +9,27 @@ with its own IMDS base URL and ZooKeeper session), coordinator replicas, and:
   agent starts, re-registers and runs its restore hook, for real;
 - the **platform's update-domain walk**: like Azure, one UD's event at a time (or all
   UDs at once), each with Azure's notice;
-- a **checker** that trusts neither the coordinator nor its records: from the
-  emulator's account of when each VM was down and why (acknowledged or NotBefore) and
-  the agents' drain reports, it finds every moment a group was below `min_available`
-  and blames our acknowledgement or the platform.
+- a **hook journal**: every drain and restore hook is wrapped so that the hook process
+  itself appends when it started and ended (the machine's real time) to a per-VM file;
+- a **checker** (`quorumgate.checker`) that trusts neither the coordinator nor its
+  records nor the timing of any poll: from the emulator's account of when each VM was
+  down and why (acknowledged or NotBefore) and the hook journal, it finds every moment
+  our action left a group below `min_available` or took too many update domains.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,18 +42,11 @@ from coordinator.node import CoordinatorNode
 from coordinator.providers import ProviderConfig
 from coordinator.store import ensure_layout, put_policy, put_record
 from imds_sim.testing import Emulator, running_emulator
+from quorumgate import checker
 from registry.clock import VirtualClock
 from registry.codec import decode
 from registry.layout import Layout
-from registry.records import (
-    Decision,
-    DecisionState,
-    DrainRecord,
-    DrainStatus,
-    DrainWant,
-    Group,
-    Policy,
-)
+from registry.records import Decision, DecisionState, Group, Policy
 from registry.zk import make_client
 
 S = DecisionState
@@ -253,7 +251,10 @@ class VMSupervisor:
 
 
 class Watcher:
-    """Follows decisions (for the terminal) and agents' drain reports (for the checker)."""
+    """Follows decisions, for the terminal and to know when the rollout has settled.
+
+    Nothing it reads feeds the checker: a poll sees records late and sometimes not at all.
+    """
 
     def __init__(self, zk_hosts: str, layout: Layout, clock: VirtualClock, start: float,
                  ud_of: dict[str, int], out: Printer) -> None:
@@ -264,9 +265,6 @@ class Watcher:
         self.ud_of = ud_of
         self.out = out
         self.decisions: dict[str, Decision] = {}
-        self.drained: dict[str, list[tuple[float, float | None, str]]] = {}
-        """vm -> [(from, until, event_id)]: when the agent reported the VM drained."""
-        self._drain_seen: dict[str, tuple[str, DrainWant, DrainStatus]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rollout-watcher", daemon=True)
 
@@ -290,21 +288,6 @@ class Watcher:
                 self._poll()
 
     def _poll(self) -> None:
-        now = self.clock.now()
-        for vm in self.client.get_children(self.layout.drains):
-            rec = decode(DrainRecord, self.client.get(self.layout.drain(vm))[0])
-            if rec is None or self._drain_seen.get(vm) == (rec.event_id, rec.want, rec.status):
-                continue
-            self._drain_seen[vm] = (rec.event_id, rec.want, rec.status)
-            spans = self.drained.setdefault(vm, [])
-            open_span = spans and spans[-1][1] is None
-            out_of_service = rec.want is DrainWant.DRAINED and rec.status in (
-                DrainStatus.RUNNING, DrainStatus.DRAINED, DrainStatus.FAILED)
-            if out_of_service and not open_span:
-                spans.append((now, None, rec.event_id))
-            elif rec.status is DrainStatus.RESTORED and open_span:
-                begin, _, eid = spans[-1]
-                spans[-1] = (begin, now, eid)
         for eid in self.client.get_children(self.layout.decisions):
             decision = decode(Decision, self.client.get(self.layout.decision(eid))[0])
             if decision is None:
@@ -316,6 +299,72 @@ class Watcher:
                 where = f"UD {','.join(map(str, ud))}" if ud else ""
                 self.out(f"[{self.stamp()}] event {eid[:8]} {where:<5} "
                          f"{decision.state.value:<12} {decision.reason}")
+
+
+JOURNAL_SCRIPT = """#!/bin/bash
+# Written by quorumgate's rollout harness: the hook process itself journals when it
+# started and ended (the machine's real time), then runs the real hook, if any.
+journal=$1; shift
+now() { printf '%s' "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+printf '%s %s %s start\n' "$(now)" "$QG_ACTION" "$QG_EVENT_ID" >> "$journal"
+rc=0
+if [ $# -gt 0 ]; then "$@"; rc=$?; fi
+printf '%s %s %s end %s\n' "$(now)" "$QG_ACTION" "$QG_EVENT_ID" "$rc" >> "$journal"
+exit $rc
+"""
+
+
+class HookJournal:
+    """Per-VM files in which every drain and restore hook records its own start and end.
+
+    The workload's view of when a replica left and rejoined service: written by the hook
+    process at the moment it runs, so neither a coordinator's clock, an agent's clock nor
+    a poll's timing enters it. A hook that is killed (timeout) writes no end; a drained
+    VM is back only when a restore hook ends with exit code 0.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self._own = folder is None
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="quorumgate-journal-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.script = self.folder / "journal-hook"
+        self.script.write_text(JOURNAL_SCRIPT)
+        self.script.chmod(0o755)
+
+    def path(self, vm: str) -> Path:
+        return self.folder / f"{vm}.journal"
+
+    def wrap(self, vm: str, hook: dict[str, Any] | None) -> dict[str, Any]:
+        """The hook config that journals, then runs `hook` (no hook: nothing else)."""
+        hook = dict(hook or {})
+        if hook.get("url"):
+            raise ValueError("URL hooks cannot be journaled; use a command")
+        command = hook.pop("command", None)
+        inner = ([] if command is None else ["/bin/sh", "-c", command]
+                 if isinstance(command, str) else list(command))
+        return {**hook, "command": ["/bin/bash", str(self.script), str(self.path(vm)), *inner]}
+
+    def entries(self, clock: VirtualClock) -> list[tuple[str, float, str, str, str, int | None]]:
+        """`(vm, virtual time, action, event_id, phase, exit code)`, every VM, unsorted."""
+        out = []
+        for path in self.folder.glob("*.journal"):
+            vm = path.name.removesuffix(".journal")
+            for line in path.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) < 4 or parts[3] not in ("start", "end"):
+                    continue  # a line torn by a kill
+                try:
+                    real = float(parts[0].replace(",", "."))
+                    rc = int(parts[4]) if parts[3] == "end" and len(parts) > 4 else None
+                except ValueError:
+                    continue
+                at = clock.epoch + (real - clock.anchor) * clock.speed
+                out.append((vm, at, parts[1], parts[2], parts[3], rc))
+        return out
+
+    def close(self) -> None:
+        if self._own:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -347,6 +396,7 @@ class Rollout:
         self.supervisor = VMSupervisor(emu, self._agent, spec.workload)
         self.watcher = Watcher(zk_hosts, layout, self.clock, self.clock.now(), self.ud_of, out)
         self.scheduled: list[str] = []
+        self.journal = HookJournal()
         self.api_urls: list[str] = []
         self._servers: list[tuple[uvicorn.Server, threading.Thread, Any]] = []
         self.operator_token = f"op-{uuid.uuid4().hex}"
@@ -368,6 +418,8 @@ class Rollout:
         if self.spec.restore_command:
             data["restore_hook"] = {"command": self.spec.restore_command, "timeout_s": 600}
         data.update(self.spec.workload.agent_settings(name))
+        for hook in ("drain_hook", "restore_hook"):
+            data[hook] = self.journal.wrap(name, data.get(hook))
         agent = Agent(build_agent_config(data), self.clock)
         agent.start()
         return agent
@@ -420,7 +472,8 @@ class Rollout:
 
     def stop(self) -> None:
         for step in (self.watcher.stop, self.supervisor.stop, self._stop_servers,
-                     *[c.stop for c in self.coordinators], self.spec.workload.teardown):
+                     *[c.stop for c in self.coordinators], self.spec.workload.teardown,
+                     self.journal.close):
             with contextlib.suppress(Exception):
                 step()
 
@@ -506,6 +559,24 @@ class Rollout:
 
     # ------------------------------------------------------------ the checker
 
+    def truth(self, started: float, groups: list[checker.GroupVersion] | None = None,
+              faults: list[checker.FaultWindow] | None = None) -> checker.Timeline:
+        """Everything the checker may read: the platform's events and the hook journal."""
+        views = self.emu.control.get("/events").json()
+        events = {v["event_id"]: checker.EventTruth.from_view(v) for v in views}
+        outages = [*checker.down_outages(events.values()),
+                   *checker.journal_outages(self.journal.entries(self.clock))]
+        if groups is None:
+            groups = [checker.GroupVersion(g.name, tuple(g.members), g.min_available)
+                      for g in [*self.spec.groups, *self.spec.checked_groups]]
+        return checker.Timeline(events, outages, groups, dict(self.ud_of), faults or [],
+                                started, self.clock.now())
+
+    def rules(self, **extra: Any) -> checker.Rules:
+        policy = self.spec.policy
+        return checker.Rules(max_concurrent_uds=policy.max_concurrent_uds,
+                             best_effort_lead_s=policy.best_effort_lead_s, **extra)
+
     def summary(self, started: float) -> Summary:
         events = [self.emu.event(eid) for eid in self.scheduled]
         vms = {v.name: v for v in self.emu.sim.vms(self.clock.now())}
@@ -530,52 +601,12 @@ class Rollout:
             events=reports, rollout_s=end - started,
             held=sum(1 for r in reports if r.held_reason),
             forced=sum(1 for r in reports if r.start_cause == "not_before"),
-            acknowledged=len(acked), violations=self.violations(events, vms),
+            acknowledged=len(acked), violations=self.violations(started),
             completed=all(self.settled(eid) for eid in self.scheduled),
             mean_time_to_ack_s=sum(times) / len(times) if times else None,
             workload=self.spec.workload.report())
 
-    def violations(self, events: list[dict[str, Any]], vms: dict[str, Any]) -> list[str]:
-        """Moments a group was below min_available with only our actions to blame."""
-        cause = {e["event_id"]: e.get("start_cause") for e in events}
-        spans: dict[str, list[tuple[float, float, str, str]]] = {}
-        for name, vm in vms.items():
-            down_since: float | None = None
-            down_event = ""
-            for t in vm.history:
-                if t.state == "down":
-                    down_since, down_event = t.at, t.event_id or ""
-                elif t.state == "up" and down_since is not None:
-                    spans.setdefault(name, []).append((down_since, t.at, "down", down_event))
-                    down_since = None
-            if down_since is not None:
-                spans.setdefault(name, []).append((down_since, float("inf"), "down", down_event))
-        for name, drained in self.watcher.drained.items():
-            for begin, until, eid in drained:
-                spans.setdefault(name, []).append(
-                    (begin, until if until is not None else float("inf"), "drained", eid))
-        moments = sorted({s[0] for items in spans.values() for s in items})
-        problems = []
-        for group in [*self.spec.groups, *self.spec.checked_groups]:
-            required = (len(group.members) // 2 + 1 if group.min_available == "majority"
-                        else int(group.min_available))
-            for at in moments:
-                out = {vm: s for vm in group.members for s in spans.get(vm, [])
-                       if s[0] <= at < s[1]}
-                if len(group.members) - len(out) >= required:
-                    continue
-                platform = [vm for vm, s in out.items() if cause.get(s[3]) == "not_before"]
-                if not platform:
-                    problems.append(f"group {group.name} at +{at - self.watcher.start_at:.0f}s:"
-                                    f" {len(group.members) - len(out)} of "
-                                    f"{len(group.members)} up, min {required}; out: "
-                                    f"{', '.join(sorted(out))}")
-        budget = self.spec.policy.max_concurrent_uds
-        for at in moments:
-            ours = {vm for vm, items in spans.items() for s in items
-                    if s[0] <= at < s[1] and cause.get(s[3]) != "not_before"}
-            uds = sorted({self.ud_of[vm] for vm in ours if vm in self.ud_of})
-            if len(uds) > budget:
-                problems.append(f"at +{at - self.watcher.start_at:.0f}s our drains and "
-                                f"acknowledged events span UDs {uds} (max {budget})")
-        return problems
+    def violations(self, started: float) -> list[str]:
+        """Moments our action left a group below min_available or took too many update
+        domains, judged from ground truth (`quorumgate.checker`)."""
+        return [v.text for v in checker.safety_violations(self.truth(started), self.rules())]

@@ -1,0 +1,226 @@
+"""The ground-truth checker on scripted timelines: pure, no ZooKeeper, no processes.
+
+A checker that cries wolf cannot be believed, and one that misses a wolf is worse: every
+rule is tested in both directions.
+"""
+
+from __future__ import annotations
+
+from quorumgate.checker import (
+    INF,
+    EventTruth,
+    FaultWindow,
+    GroupVersion,
+    Outage,
+    Post,
+    Rules,
+    Timeline,
+    classify,
+    double_acknowledgements,
+    journal_outages,
+    safety_violations,
+)
+
+# vm-0..vm-5 over 3 update domains: vm-i sits in UD i % 3
+UD_OF = {f"vm-{i}": i % 3 for i in range(6)}
+GROUP = GroupVersion("g", ("vm-0", "vm-1", "vm-2"), 2)
+
+
+def event(eid: str, resources: tuple[str, ...], *, created: float = 0.0,
+          not_before: float = 900.0, cause: str | None = None, started: float | None = None,
+          down: float | None = None, ended: float | None = None, status: str | None = None,
+          posts: tuple[Post, ...] = ()) -> EventTruth:
+    if status is None:
+        status = "Completed" if ended is not None else "Started" if started else "Scheduled"
+    return EventTruth(eid, resources, created, not_before, status, started, cause, down, ended,
+                      posts)
+
+
+def acked(eid: str, vm: str, at: float, *, back: float) -> tuple[EventTruth, list[Outage]]:
+    """One of our events on one VM: drained from `at`, acknowledged, down, restored at `back`."""
+    e = event(eid, (vm,), cause="ack", started=at + 5, down=at + 5, ended=back - 5,
+              posts=(Post(vm, at + 5, True),))
+    return e, [Outage(vm, at, back, eid, "drain"), Outage(vm, at + 5, back - 5, eid, "down")]
+
+
+def timeline(events: list[EventTruth], outages: list[Outage], groups=(GROUP,), faults=(),
+             end: float = 5000.0) -> Timeline:
+    return Timeline({e.event_id: e for e in events}, list(outages), list(groups), UD_OF,
+                    list(faults), 0.0, end)
+
+
+def test_a_clean_handover_between_domains_is_not_a_violation() -> None:
+    # the last restore of UD 0 ends a millisecond before UD 1's first drain starts
+    e1, o1 = acked("E1", "vm-0", 100.0, back=300.0)
+    e2, o2 = acked("E2", "vm-1", 300.001, back=500.0)
+    assert safety_violations(timeline([e1, e2], o1 + o2), Rules()) == []
+
+
+def test_an_overlap_between_domains_is_reported_with_its_timeline() -> None:
+    e1, o1 = acked("E1", "vm-0", 100.0, back=300.0)
+    e2, o2 = acked("E2", "vm-1", 299.0, back=500.0)
+    found = safety_violations(timeline([e1, e2], o1 + o2), Rules())
+    kinds = sorted(v.kind for v in found)
+    assert kinds == ["domains", "group"], found
+    group = next(v for v in found if v.kind == "group")
+    assert group.text.startswith("group g at +299s: 1 of 3 up, min 2, when vm-1 went out")
+    assert any(line.startswith("vm-0: drain for E1") for line in group.timeline)
+    assert any(line.startswith("vm-1: drain for E2") for line in group.timeline)
+
+
+def test_our_action_on_a_group_the_platform_already_took_a_member_of_is_ours() -> None:
+    """Excusing every moment one member was forced would hide this one."""
+    forced = event("F", ("vm-1",), not_before=100.0, cause="not_before", started=100.0,
+                   down=100.0, ended=200.0)
+    ours, o = acked("E", "vm-0", 150.0, back=400.0)
+    found = safety_violations(
+        timeline([forced, ours], [Outage("vm-1", 100.0, 200.0, "F", "down"), *o]),
+        Rules(max_concurrent_uds=2))
+    assert [v.kind for v in found] == ["group"]
+    assert "when vm-0 went out because of us" in found[0].text
+
+
+def test_the_platform_forcing_a_member_after_our_safe_drain_is_the_platforms() -> None:
+    ours, o = acked("E", "vm-0", 100.0, back=400.0)
+    forced = event("F", ("vm-1",), not_before=150.0, cause="not_before", started=150.0,
+                   down=150.0, ended=250.0)
+    found = safety_violations(
+        timeline([ours, forced], [*o, Outage("vm-1", 150.0, 250.0, "F", "down")]),
+        Rules(max_concurrent_uds=2))
+    assert found == []
+
+
+def test_an_unannounced_outage_counts_against_us_only_after_the_grace() -> None:
+    broke = event("H", ("vm-1",), not_before=100.0, cause="immediate", started=100.0,
+                  down=100.0, ended=300.0)
+    down = Outage("vm-1", 100.0, 300.0, "H", "down")
+    rules = Rules(max_concurrent_uds=2, no_notice_grace_s=5.0)
+    soon, o_soon = acked("E", "vm-0", 102.0, back=400.0)
+    assert safety_violations(timeline([broke, soon], [down, *o_soon]), rules) == []
+    late, o_late = acked("E", "vm-0", 110.0, back=400.0)
+    found = safety_violations(timeline([broke, late], [down, *o_late]), rules)
+    assert [v.kind for v in found] == ["group"]
+
+
+def test_a_best_effort_drain_just_before_a_forced_start_is_the_platforms() -> None:
+    forced = event("F", ("vm-0",), not_before=1000.0, cause="not_before", started=1000.0,
+                   down=1000.0, ended=1100.0)
+    ours, o = acked("E", "vm-1", 890.0, back=1200.0)
+    rules = Rules(max_concurrent_uds=2, best_effort_lead_s=120.0)
+    within = [Outage("vm-0", 900.0, 1150.0, "F", "drain"), *o]
+    # vm-1 drained at 890 (before the best-effort drain): fine; the drain at 900 is the
+    # platform's start coming, not ours
+    assert safety_violations(timeline([forced, ours], within), rules) == []
+    early = [Outage("vm-0", 850.0, 1150.0, "F", "drain"), *o]
+    found = safety_violations(timeline([forced, ours], early), rules)
+    assert [v.kind for v in found] == ["group"]  # 150 s ahead is our own unsafe drain
+
+
+def test_a_group_change_just_before_our_action_is_judged_by_both_versions() -> None:
+    old = GroupVersion("g", ("vm-0", "vm-3", "vm-4", "vm-5"), 3, until=100.0)
+    new = GroupVersion("g", ("vm-0", "vm-3", "vm-4"), 3, since=100.0)
+    ours, o = acked("E", "vm-0", 101.0, back=400.0)
+    rules = Rules(group_change_grace_s=5.0)
+    # under the old version 3 of 4 stay up; the new one leaves 2 of 3: a race, not a bug
+    assert safety_violations(timeline([ours], o, groups=(old, new)), rules) == []
+    later, o_later = acked("E", "vm-0", 120.0, back=400.0)
+    found = safety_violations(timeline([later], o_later, groups=(old, new)), rules)
+    assert [v.kind for v in found] == ["group"]
+
+
+def test_every_event_with_more_than_one_post_is_reported() -> None:
+    once = event("ONE", ("vm-0",), cause="ack", started=10.0, posts=(Post("vm-0", 10, True),))
+    twice = event("TWO", ("vm-1",), cause="ack", started=10.0,
+                  posts=(Post("vm-1", 10, True), Post("vm-1", 12, False)))
+    found = double_acknowledgements([once, twice])
+    assert [v.text for v in found] == ["event TWO: 2 acknowledgement POSTs"]
+    assert found[0].timeline == ("POST by vm-1 at 10 (started it)",
+                                 "POST by vm-1 at 12 (no effect)")
+
+
+def test_journal_spans_run_from_the_first_drain_to_a_successful_restore() -> None:
+    entries = [
+        ("vm-0", 10.0, "drain", "E", "start", None),
+        ("vm-0", 11.0, "drain", "E", "end", 1),       # failed: still out
+        ("vm-0", 12.0, "drain", "E", "start", None),  # retried: same span
+        ("vm-0", 50.0, "restore", "E", "start", None),
+        ("vm-0", 51.0, "restore", "E", "end", 3),     # failed restore: still out
+        ("vm-0", 60.0, "restore", "E", "end", 0),
+        ("vm-0", 70.0, "restore", "X", "end", 0),     # nothing to end
+        ("vm-1", 20.0, "drain", "F", "start", None),  # never restored
+    ]
+    assert sorted(journal_outages(entries), key=lambda o: o.vm) == [
+        Outage("vm-0", 10.0, 60.0, "E", "drain"), Outage("vm-1", 20.0, INF, "F", "drain")]
+
+
+# ---------------------------------------------------------------- liveness
+
+BOUND = 100.0
+
+
+def test_an_event_acknowledged_soon_after_it_became_safe_is_timely() -> None:
+    e, o = acked("E", "vm-0", 40.0, back=200.0)
+    verdict = classify(timeline([e], o), Rules(ack_bound_s=BOUND))["E"]
+    assert verdict.kind == "acknowledged" and verdict.acknowledgeable
+    assert verdict.late is None and verdict.time_to_ack_s == 45.0
+
+
+def test_a_safe_event_left_to_be_forced_is_late_unless_faults_explain_it() -> None:
+    forced = event("F", ("vm-0",), not_before=900.0, cause="not_before", started=900.0,
+                   down=900.0, ended=1000.0)
+    outages = [Outage("vm-0", 900.0, 1000.0, "F", "down")]
+    verdict = classify(timeline([forced], outages), Rules(ack_bound_s=BOUND))["F"]
+    assert verdict.kind == "forced" and verdict.acknowledgeable
+    assert verdict.late and "never acknowledged by us (forced)" in verdict.late
+    # the nemesis touched the group all along (a kill of vm-2's agent, then ZooKeeper)
+    faults = [FaultWindow("kill_agent", 0.0, 500.0, frozenset({"vm-2"})),
+              FaultWindow("zk_stop_two", 450.0, 900.0)]
+    excused = classify(timeline([forced], outages, faults=faults),
+                       Rules(ack_bound_s=BOUND))["F"]
+    assert excused.acknowledgeable and excused.late is None
+    # a fault on a VM outside its groups explains nothing
+    elsewhere = [FaultWindow("kill_agent", 0.0, 900.0, frozenset({"vm-4"}))]
+    assert classify(timeline([forced], outages, faults=elsewhere),
+                    Rules(ack_bound_s=BOUND))["F"].late
+
+
+def test_an_acknowledgement_long_after_the_event_became_safe_is_late() -> None:
+    e, o = acked("E", "vm-0", 400.0, back=600.0)
+    verdict = classify(timeline([e], o), Rules(ack_bound_s=BOUND))["E"]
+    assert verdict.kind == "acknowledged"
+    assert verdict.late and "acknowledged only then" in verdict.late
+
+
+def test_an_event_never_safe_for_long_enough_is_not_acknowledgeable() -> None:
+    # vm-1 (same group) is out for another event until 850; E's notice ends at 900
+    other, o_other = acked("O", "vm-1", 0.0, back=850.0)
+    forced = event("F", ("vm-0",), not_before=900.0, cause="not_before", started=900.0,
+                   down=900.0, ended=1000.0)
+    outages = [*o_other, Outage("vm-0", 900.0, 1000.0, "F", "down")]
+    verdict = classify(timeline([other, forced], outages), Rules(ack_bound_s=BOUND))["F"]
+    assert verdict.kind == "forced"
+    assert not verdict.acknowledgeable and verdict.late is None
+    assert verdict.safe_s == 50.0
+
+
+def test_an_event_of_another_domain_waits_for_the_budget_without_blame() -> None:
+    other, o_other = acked("O", "vm-4", 0.0, back=880.0)  # UD 1, no shared group
+    forced = event("F", ("vm-0",), not_before=900.0, cause="not_before", started=900.0,
+                   down=900.0, ended=1000.0)
+    outages = [*o_other, Outage("vm-0", 900.0, 1000.0, "F", "down")]
+    verdict = classify(timeline([other, forced], outages), Rules(ack_bound_s=BOUND))["F"]
+    assert not verdict.acknowledgeable
+    relaxed = classify(timeline([other, forced], outages),
+                       Rules(ack_bound_s=BOUND, max_concurrent_uds=2))["F"]
+    assert relaxed.acknowledgeable and relaxed.late
+
+
+def test_unfinished_events_are_reported() -> None:
+    pending = event("P", ("vm-0",))
+    stuck = event("S", ("vm-1",), cause="ack", started=10.0, down=10.0, ended=100.0)
+    outages = [Outage("vm-1", 5.0, INF, "S", "drain"), Outage("vm-1", 10.0, 100.0, "S", "down")]
+    verdicts = classify(timeline([pending, stuck], outages, end=2000.0),
+                        Rules(ack_bound_s=BOUND))
+    assert verdicts["P"].kind == "unfinished" and "still Scheduled" in verdicts["P"].unfinished
+    assert verdicts["S"].kind == "unfinished"
+    assert "vm-1 (drain)" in verdicts["S"].unfinished
