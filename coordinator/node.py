@@ -23,7 +23,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.notify import Notifier
 from coordinator.providers import ProviderRunner
 from coordinator.reconciler import Reconciler
-from coordinator.store import ClusterCache, put_record
+from coordinator.store import ClusterCache, WriteResult, put_fenced
 from registry.clock import Clock, parse_clock
 from registry.layout import Layout
 from registry.records import Group
@@ -93,9 +93,9 @@ class CoordinatorNode:
             metrics=self.metrics, gates=GateRunner(ttl_s=config.gate_ttl_s),
             notifier=self.notifier, resync_s=config.resync_s, audit_keep=config.audit_keep,
             retention_s=config.retention_s)
-        self.providers = ProviderRunner(config.providers, self.client,
-                                        lambda: self.cache.view().registrations,
-                                        self._publish_groups)
+        self.providers = ProviderRunner(config.providers, self.client, self._addresses,
+                                        lambda name: self.cache.view().groups.get(name),
+                                        self._publish_groups, now=self.clock.now)
         self.access_problem: str | None = None
         """Set while ZooKeeper's ACLs refuse this replica's writes (see the module doc)."""
         self._campaigning = False
@@ -183,14 +183,30 @@ class CoordinatorNode:
         fatal = getattr(self.reconciler, "fatal", None)  # the reconciler's own verdict
         return self.access_problem or (str(fatal) if fatal else None)
 
+    def _addresses(self) -> dict[str, str]:
+        """Every VM we know by address, live or not (a member whose agent is down still
+        maps to its VM): the last known state, overridden by a live registration."""
+        view = self.cache.view()
+        out = {name: state.address for name, state in view.vm_states.items()}
+        out.update({name: reg.address for name, reg in view.registrations.items()})
+        return out
+
     def _publish_groups(self, groups: list[Group]) -> None:
-        """Only the leader writes what providers found, and only what changed."""
-        if not self.reconciler.is_leader:
+        """Only the leader writes what providers found, only what changed, and fenced
+        like its decisions: a deposed leader's write fails on its election znode."""
+        fence = self.reconciler.fence
+        if fence is None or not self.reconciler.connected:
             return
-        current = self.cache.view().groups
+        view = self.cache.view()
+        versions = view.versions("groups")
         for group in groups:
-            if current.get(group.name) != group:
-                put_record(self.client, self.layout.group(group.name), group)
+            if view.groups.get(group.name) == group:
+                continue
+            result = put_fenced(self.client, fence, self.layout.group(group.name), group,
+                                versions.get(group.name))
+            if result is not WriteResult.WRITTEN:
+                log.info("group %s from a provider not written (%s); next poll retries",
+                         group.name, result.value)
 
     @property
     def ready(self) -> bool:

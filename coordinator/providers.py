@@ -11,6 +11,13 @@ Static groups go stale the day a replica moves. A provider asks the system itsel
 The leader polls its providers every `interval_s` and writes the groups they return to
 `groups/<name>` (source `provider:<id>`), so every replica, the API and the dashboard
 see them, and the next decision pass uses them.
+
+A group's size is durable: a member whose (ephemeral) registration vanished is down, not
+gone. The `zookeeper` provider keeps every member it has seen (the group record itself
+is its durable memory) until `forget_after_s` passes or an operator rewrites the group;
+a member whose host maps to no VM stays in the group under its host name, unknown and so
+unavailable. Shrinking the list would lower the majority and let the core approve a
+second member of a 4-node group with one already down.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from typing import Literal
 from urllib.parse import urlparse
@@ -28,7 +36,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from registry.records import Group, MinAvailable, Name, VMRegistration
+from registry.records import Group, MinAvailable, Name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,9 @@ class ProviderConfig(BaseModel):
     """How a member maps to a VM: its znode name is the VM name, or the host of a URL in
     its data (`conn_url`, `api_url`, `host`) is a VM's address."""
     timeout_s: float = Field(default=30.0, gt=0)
+    forget_after_s: float | None = Field(default=None, gt=0)
+    """kind=zookeeper: drop a member not listed for this long (None: never; an operator
+    removes decommissioned members). Keep it far above any maintenance's duration."""
 
 
 class ProviderError(RuntimeError):
@@ -100,17 +111,25 @@ def member_host(data: bytes) -> str | None:
 
 
 def zookeeper_groups(config: ProviderConfig, client: KazooClient,
-                     vms: dict[str, VMRegistration]) -> list[Group]:
+                     addresses: dict[str, str], previous: Group | None = None,
+                     now: float = 0.0) -> list[Group]:
+    """The group from the members registered under `config.path`, merged with the
+    members `previous` (the group as stored) already had.
+
+    `addresses`: every VM quorumgate knows, live or not, by address (from the durable
+    `vm-state` as well as the live registrations): a member whose agent is down still
+    maps to its VM.
+    """
     assert config.path
     try:
         children = sorted(client.get_children(config.path))
     except NoNodeError as exc:
         raise ProviderError(f"{config.path} does not exist") from exc
-    members: list[str] = []
+    listed: list[str] = []
     if config.member_to_vm == "name":
-        members = [c for c in children if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", c)]
+        listed = [c for c in children if _NAME.fullmatch(c)]
     else:
-        by_address = {vm.address: name for name, vm in vms.items() if vm.address}
+        by_address = {address: name for name, address in addresses.items() if address}
         for child in children:
             try:
                 data, _ = client.get(f"{config.path}/{child}")
@@ -118,24 +137,54 @@ def zookeeper_groups(config: ProviderConfig, client: KazooClient,
                 continue
             host = member_host(data)
             if host in by_address:
-                members.append(by_address[host])
+                listed.append(by_address[host])
+            elif host and _NAME.fullmatch(host):
+                log.warning("provider %s: member %s (%s) matches no VM address; kept as "
+                            "an unknown member (unavailable)", config.id, child, host)
+                listed.append(host)
             else:
-                log.info("provider %s: member %s (%s) matches no VM address", config.id,
-                         child, host)
+                log.warning("provider %s: member %s has no usable host; ignored",
+                            config.id, child)
+    seen = dict(previous.member_seen) if previous else {}
+    if config.forget_after_s is not None:
+        for member in listed:  # coarse, so an unchanged group is not rewritten each poll
+            if now - seen.get(member, float("-inf")) > config.forget_after_s / 10:
+                seen[member] = now
+    members = list(dict.fromkeys([*(previous.members if previous else []), *listed]))
+    if config.forget_after_s is not None:
+        forgotten = [m for m in members if m not in listed
+                     and now - seen.get(m, now) > config.forget_after_s]
+        if forgotten:
+            log.warning("provider %s: forgetting %s, not listed for over %g s", config.id,
+                        ", ".join(forgotten), config.forget_after_s)
+        members = [m for m in members if m not in forgotten]
+    seen = {m: t for m, t in seen.items() if m in members and config.forget_after_s}
+    vanished = [m for m in members if m not in listed]
+    if vanished:
+        log.info("provider %s: %s not listed now; still members (unavailable)", config.id,
+                 ", ".join(vanished))
     return [Group(name=config.group or config.id, members=members,
-                  min_available=config.min_available, source=f"provider:{config.id}")]
+                  min_available=config.min_available, source=f"provider:{config.id}",
+                  health_gate=previous.health_gate if previous else "", member_seen=seen)]
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 class ProviderRunner:
     """Polls each provider on its own schedule in one thread; hands groups to `publish`."""
 
     def __init__(self, configs: list[ProviderConfig], client: KazooClient,
-                 vms: Callable[[], dict[str, VMRegistration]],
-                 publish: Callable[[list[Group]], None]) -> None:
+                 addresses: Callable[[], dict[str, str]],
+                 stored: Callable[[str], Group | None],
+                 publish: Callable[[list[Group]], None],
+                 now: Callable[[], float] = time.time) -> None:
         self.configs = configs
         self.client = client
-        self.vms = vms
+        self.addresses = addresses
+        self.stored = stored
         self.publish = publish
+        self.now = now
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-providers", daemon=True)
@@ -165,11 +214,10 @@ class ProviderRunner:
                 other.start(timeout=config.timeout_s)
                 self._clients[config.id] = other
             client = self._clients[config.id]
-        return zookeeper_groups(config, client, self.vms())
+        return zookeeper_groups(config, client, self.addresses(),
+                                self.stored(config.group or config.id), self.now())
 
     def _run(self) -> None:
-        import time
-
         while not self._stop.wait(0.2):
             now = time.monotonic()
             for config in self.configs:

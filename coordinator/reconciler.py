@@ -68,6 +68,8 @@ class Reconciler:
         self.retention_s = retention_s
         self.election = Election(client, layout.election, identifier=identity)
         self.is_leader = False
+        self.fence: str | None = None
+        """Our election znode while we lead: every leader write checks it exists."""
         self.last_pass_at: float | None = None
         self.last_pass_summary = ""
         self._wake = threading.Event()
@@ -141,6 +143,7 @@ class Reconciler:
         fence = f"{lock.path}/{lock.node}"
         log.info("%s is the leader (fence %s)", self.identity, fence)
         self.is_leader = True
+        self.fence = fence
         self.metrics.leader.set(1)
         try:
             while not self._stop.is_set() and not self._lost.is_set():
@@ -157,6 +160,7 @@ class Reconciler:
                     log.warning("decision pass aborted: %r", exc)
         finally:
             self.is_leader = False
+            self.fence = None
             self.metrics.leader.set(0)
 
     # ------------------------------------------------------------ one pass

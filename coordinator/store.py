@@ -418,6 +418,28 @@ class FencedWriter:
         return WriteResult.WRITTEN
 
 
+def put_fenced(client: KazooClient, fence_path: str, path: str, record: BaseModel,
+               version: int | None) -> WriteResult:
+    """A leader's write of one record: only while `fence_path` (its election znode)
+    exists, and only over `version` (None: the node must not exist yet)."""
+    txn = client.transaction()
+    txn.check(fence_path, 0)
+    if version is None:
+        txn.create(path, encode(record))
+    else:
+        txn.set_data(path, encode(record), version=version)
+    try:
+        results = txn.commit()
+    except KazooException as exc:
+        log.warning("write of %s failed: %r", path, exc)
+        return WriteResult.FENCED
+    if not any(isinstance(r, Exception) for r in results):
+        return WriteResult.WRITTEN
+    first = results[0]
+    return (WriteResult.FENCED if isinstance(first, Exception)
+            and not isinstance(first, RolledBackError) else WriteResult.CONFLICT)
+
+
 def audit_entries(change: Change, actor: str, now: float) -> Iterable[AuditEntry]:
     old = change.previous
     new = change.decision

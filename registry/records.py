@@ -69,6 +69,10 @@ class Group(Record):
     source: str = "api"
     health_gate: str = ""
     """An http(s) URL that must answer 2xx, or a shell command that must exit 0."""
+    member_seen: dict[str, float] = {}
+    """Provider groups: when the system last listed each member. A member that vanished
+    stays in the group (unavailable, never gone) until an operator removes it or the
+    provider's `forget_after_s` passes."""
 
     @field_validator("min_available")
     @classmethod

@@ -88,37 +88,54 @@ def test_leader_drains_then_approves(zk_hosts: str, zk: KazooClient, cluster: La
         coordinator.stop()
 
 
-def test_malformed_records_are_skipped(zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
+def test_malformed_records_fail_closed_until_removed(zk_hosts: str, zk: KazooClient,
+                                                     cluster: Layout) -> None:
+    """A group that does not decode might constrain any VM: nothing is admitted, with a
+    reason naming it, until an operator fixes or removes it (issue 12.5)."""
     zk.create(cluster.event("BAD1"), b"{not json", makepath=True)
     zk.create(cluster.event("BAD2"), b'{"event_id": "BAD2", "event_type": "Nope"}')
-    zk.create(cluster.group("broken"), b"[]")
+    zk.create(cluster.group("broken"), b'{"name": "broken", "members": ["vm-4"], '
+                                       b'"min_available": "75%"}')
     zk.set(cluster.base + "/config", b"garbage") if zk.exists(cluster.base + "/config") else (
         zk.create(cluster.base + "/config", b"garbage"))
     coordinator = node(zk_hosts, cluster, "c1")
     try:
         schedule(zk, cluster, "E1", ["vm-0"])
-        wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.DRAINING, 10)
+        held = wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.HELD
+                          and d, 10)
+        assert held.code.value == "unreadable_record" and "group broken" in held.reason
         assert decision(zk, cluster, "BAD1") is None
         assert coordinator.reconciler.is_leader
+        zk.delete(cluster.group("broken"))
+        wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.DRAINING, 10)
     finally:
         coordinator.stop()
 
 
-def test_malformed_drain_and_decision_records_are_overwritten_not_fatal(
+def test_malformed_drain_and_decision_records_block_and_are_never_overwritten(
         zk_hosts: str, zk: KazooClient, cluster: Layout) -> None:
-    """Garbage where the leader must write would otherwise fail every transaction."""
+    """A decision that does not decode may hold any reservation; a drain record that does
+    not decode may mean a drained VM. Both fail closed, loudly, until removed."""
     zk.create(cluster.drain("vm-0"), b"garbage", makepath=True)
     zk.create(cluster.decision("E1"), b"{also garbage", makepath=True)
     coordinator = node(zk_hosts, cluster, "c1")
     try:
         schedule(zk, cluster, "E1", ["vm-0"])
         schedule(zk, cluster, "E2", ["vm-3"])
+        held = wait_until(lambda: (d := decision(zk, cluster, "E2")) and d.state is S.HELD
+                          and d, 10)
+        assert "decision record of event E1 does not decode" in held.reason
+        assert zk.get(cluster.decision("E1"))[0] == b"{also garbage", "never overwritten"
+        zk.delete(cluster.decision("E1"))
+        wait_until(lambda: (d := decision(zk, cluster, "E2")) and d.state is S.DRAINING, 10)
+        e1 = wait_until(lambda: (d := decision(zk, cluster, "E1")) and d.state is S.HELD
+                        and d, 10)
+        assert "drain record of vm-0 does not decode" in e1.reason
+        assert zk.get(cluster.drain("vm-0"))[0] == b"garbage"
+        zk.delete(cluster.drain("vm-0"))
         got = wait_until(lambda: (d := decision(zk, cluster, "E1")) and
                          d.state is S.DRAINING and d, 10)
         assert got.reserved == ["vm-0"]
-        rec = decode(DrainRecord, zk.get(cluster.drain("vm-0"))[0])
-        assert rec is not None and rec.event_id == "E1"
-        wait_until(lambda: (d := decision(zk, cluster, "E2")) and d.state is S.DRAINING, 10)
     finally:
         coordinator.stop()
 
