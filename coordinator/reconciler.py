@@ -32,6 +32,7 @@ from coordinator.store import (
     ClusterView,
     DecisionsRead,
     FencedWriter,
+    Memo,
     WriteResult,
     build_snapshot,
     forget_finished,
@@ -78,6 +79,8 @@ class Reconciler:
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
         self._passes = 0
+        self._memo: Memo = {}
+        """Decoded decisions and acks by path and version, across passes."""
         if client.connected:
             self._connected.set()
         client.add_listener(self._on_state)
@@ -167,7 +170,9 @@ class Reconciler:
 
     def run_pass(self, fence: str) -> list[Change]:
         started = time.perf_counter()
-        read = read_decisions(self.client, self.layout)
+        read = read_decisions(self.client, self.layout, self._memo)
+        if len(self._memo) > 4 * (len(read.versions) + len(read.acks)) + 64:
+            self._memo.clear()  # forgotten events
         view = self.cache.view()
         now = self.clock.now()
         gates = self.gates.results(gates_needed(view, read))

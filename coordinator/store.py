@@ -294,7 +294,22 @@ class DecisionsRead:
     unreadable_acks: frozenset[str] = frozenset()
 
 
-def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
+Memo = dict[str, tuple[int, Any]]
+"""Path → (znode version, decoded record or None): decode (and log) once per version."""
+
+
+def _decode_once(memo: Memo | None, kind: type[R], path: str, version: int,
+                 data: bytes) -> R | None:
+    if memo is not None and (hit := memo.get(path)) is not None and hit[0] == version:
+        return hit[1]
+    record = decode(kind, data, path)
+    if memo is not None:
+        memo[path] = (version, record)
+    return record
+
+
+def read_decisions(client: KazooClient, layout: Layout,
+                   memo: Memo | None = None) -> DecisionsRead:
     """Consistent enough for fencing: any later decision write bumps the folder version.
 
     The acks are read after the decisions on the same session, so a decision whose
@@ -315,7 +330,7 @@ def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
         except NoNodeError:
             continue
         out.versions[name] = node_stat.version
-        record = decode(Decision, data, layout.decision(name))
+        record = _decode_once(memo, Decision, layout.decision(name), node_stat.version, data)
         if record is not None:
             out.decisions[name] = Versioned(node_stat.version, record)
         elif data:
@@ -323,10 +338,10 @@ def read_decisions(client: KazooClient, layout: Layout) -> DecisionsRead:
     bad_acks: set[str] = set()
     for name, result in acks_pending:
         try:
-            data, _ = result.get(timeout=30)
+            data, ack_stat = result.get(timeout=30)
         except NoNodeError:
             continue
-        ack = decode(AckRecord, data, layout.ack(name))
+        ack = _decode_once(memo, AckRecord, layout.ack(name), ack_stat.version, data)
         if ack is not None:
             out.acks[name] = ack
         else:
