@@ -295,16 +295,17 @@ class DecisionsRead:
 
 
 Memo = dict[str, tuple[int, Any]]
-"""Path → (znode version, decoded record or None): decode (and log) once per version."""
+"""Path → (mzxid, decoded record or None): decode (and log) once per modification. The
+zxid, not the version: a deleted and re-created znode starts again at version 0."""
 
 
-def _decode_once(memo: Memo | None, kind: type[R], path: str, version: int,
+def _decode_once(memo: Memo | None, kind: type[R], path: str, mzxid: int,
                  data: bytes) -> R | None:
-    if memo is not None and (hit := memo.get(path)) is not None and hit[0] == version:
+    if memo is not None and (hit := memo.get(path)) is not None and hit[0] == mzxid:
         return hit[1]
     record = decode(kind, data, path)
     if memo is not None:
-        memo[path] = (version, record)
+        memo[path] = (mzxid, record)
     return record
 
 
@@ -330,7 +331,7 @@ def read_decisions(client: KazooClient, layout: Layout,
         except NoNodeError:
             continue
         out.versions[name] = node_stat.version
-        record = _decode_once(memo, Decision, layout.decision(name), node_stat.version, data)
+        record = _decode_once(memo, Decision, layout.decision(name), node_stat.mzxid, data)
         if record is not None:
             out.decisions[name] = Versioned(node_stat.version, record)
         elif data:
@@ -341,7 +342,7 @@ def read_decisions(client: KazooClient, layout: Layout,
             data, ack_stat = result.get(timeout=30)
         except NoNodeError:
             continue
-        ack = _decode_once(memo, AckRecord, layout.ack(name), ack_stat.version, data)
+        ack = _decode_once(memo, AckRecord, layout.ack(name), ack_stat.mzxid, data)
         if ack is not None:
             out.acks[name] = ack
         else:
