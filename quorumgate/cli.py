@@ -27,9 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "event": ("quorumgate.ctl:main_event", "one event: decision, timeline, acknowledgement"),
     "hold": ("quorumgate.ctl:main_hold", "hold an event with a reason"),
     "release": ("quorumgate.ctl:main_release", "release an operator hold"),
-    "force": ("quorumgate.ctl:main_force", "force-approve an event (reason required)"),
+    "retry": ("quorumgate.ctl:main_retry", "drain a failed event again"),
+    "force": ("quorumgate.ctl:main_force",
+              "force-approve an event past the quorum check; still drains unless --skip-drain"),
     "pause": ("quorumgate.ctl:main_pause", "pause every new drain and approval"),
     "resume": ("quorumgate.ctl:main_resume", "resume drains and approvals"),
+    "policy": ("quorumgate.ctl:main_policy", "the decision policy: show, set (dry-run, ...)"),
     "groups": ("quorumgate.ctl:main_groups", "replica groups: list, show, put, delete"),
     "audit": ("quorumgate.ctl:main_audit", "the audit log, newest last"),
     "placement": ("quorumgate.ctl:main_placement",
@@ -41,15 +44,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: quorumgate <command> [options]", "", "commands:"]
+    lines = ["usage: quorumgate <command> [options]   (quorumgate --version)", "",
+             "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "`quorumgate <command> --help` for its options; operator commands read "
+                  "$QG_URL and $QG_TOKEN."]
     return "\n".join(lines)
 
 
+def version_text() -> str:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("quorumgate")
+    except PackageNotFoundError:
+        ours = "unknown (not installed)"
+    return f"quorumgate {ours} (Python {platform.python_version()})"
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return dispatch(argv)
+    except BrokenPipeError:
+        # the reader went away (`quorumgate events | head`): not an error; keep Python
+        # from complaining again when it flushes stdout at exit
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+
+
+def dispatch(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in {"-h", "--help", "help"}:
         print(usage())
+        return 0
+    if args[0] in {"--version", "-V", "version"}:
+        print(version_text())
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:

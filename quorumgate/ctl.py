@@ -4,21 +4,30 @@
     quorumgate vms [--state S] [--grid]
     quorumgate events [--active] [--state S]
     quorumgate event ID
-    quorumgate hold ID --reason TEXT | release ID [--reason] | force ID --reason TEXT
+    quorumgate hold ID --reason TEXT | release ID [--reason]
+    quorumgate retry ID [--reason TEXT]
+    quorumgate force ID --reason TEXT [--skip-drain] [--yes]
     quorumgate pause [--reason TEXT] | resume [--reason TEXT]
+    quorumgate policy [show | set [--dry-run on|off] [--max-concurrent-uds N] ...]
     quorumgate groups [list | show NAME | put NAME --members a,b,c [--min-available N]
-                       [--health-gate G] | delete NAME]
+                       [--health-gate G] [--allow-unknown] | delete NAME]
     quorumgate audit [--limit N]
     quorumgate placement --replicas N [--group G] [--exclude a,b] [--holding c,d]
     quorumgate placement-audit
 
+An event ID may be abbreviated: any unique prefix, in any case (`CEA34FD8`, what the
+dashboard and the demo show; lower-case GUIDs as Azure's documentation writes them).
+
 Every command takes `--url` (default $QG_URL, else http://127.0.0.1:8080), `--token`
-(default $QG_TOKEN; viewer for reads, operator for actions), `--timeout` and `--json`
-(the API's JSON on stdout, for scripts). Tables otherwise.
+(default $QG_TOKEN; viewer for reads, operator for actions), `--cacert FILE` (default
+$QG_CACERT: the CA that signed the coordinator's certificate) or `--insecure` (no
+certificate check), `--timeout` and `--json` (the API's JSON on stdout, for scripts).
+Tables otherwise.
 
 Exit codes: 0 done; 1 the request failed (the message on stderr names the problem:
-connection refused, 401 no or unknown token, 403 role too low, 404 no such thing,
-409 conflict, 422 invalid request, 503 coordinator unavailable); 2 bad arguments.
+connection refused, TLS, 401 no or unknown token, 403 role too low, 404 no such thing,
+409 conflict or an ambiguous ID prefix, 422 invalid request, 503 coordinator
+unavailable), or a confirmation was refused; 2 bad arguments.
 Each command has its entry point `main_<command>(argv)` (see `quorumgate.cli.COMMANDS`).
 """
 
@@ -27,9 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -43,9 +56,12 @@ SUMMARIES = {
     "event": "one event: platform view, decision, timeline, acknowledgement",
     "hold": "hold an event (no drain, no approval) with a reason",
     "release": "release an operator hold",
-    "force": "force-approve an event, bypassing the safety check (reason required)",
+    "retry": "drain a failed event again",
+    "force": "force-approve an event, bypassing the quorum check; it still drains unless "
+             "--skip-drain (asks for confirmation; --yes for scripts)",
     "pause": "pause every new drain and approval",
     "resume": "resume drains and approvals",
+    "policy": "the decision policy: show, or set some fields (dry-run, max concurrent UDs...)",
     "groups": "replica groups: list, show, put, delete",
     "audit": "the audit log, newest last",
     "placement": "choose VMs for N replicas spread over fault and update domains",
@@ -60,8 +76,22 @@ class CtlError(Exception):
 # ---------------------------------------------------------------- HTTP
 
 
+def tls_verify(cacert: str | None, insecure: bool) -> ssl.SSLContext | bool:
+    """What httpx checks the coordinator's certificate with: the system's CAs, the CA
+    file given (`--cacert`), or nothing (`--insecure`)."""
+    if insecure:
+        return False
+    if not cacert:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise CtlError(f"--cacert {cacert}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 class Api:
-    def __init__(self, url: str, token: str, timeout: float) -> None:
+    def __init__(self, url: str, token: str, timeout: float,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -69,7 +99,7 @@ class Api:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                 follow_redirects=False)
+                                 follow_redirects=False, verify=verify)
 
     def close(self) -> None:
         self.http.close()
@@ -78,6 +108,10 @@ class Api:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
+            if (tls := _tls_problem(exc)) is not None:
+                raise CtlError(f"TLS with the coordinator at {self.url} failed: {tls} "
+                               "(--cacert FILE: the CA that signed its certificate, or "
+                               "--insecure to skip the check)") from None
             raise CtlError(f"cannot connect to the coordinator at {self.url}: "
                            f"{_connect_reason(exc)} (is it running? set --url or $QG_URL)"
                            ) from None
@@ -115,8 +149,21 @@ class Api:
         if code == 422:
             return f"422 invalid request: {detail}"
         if code == 503:
-            return f"503 coordinator unavailable: {detail}; retry shortly or use another replica"
+            hint = "" if "retry" in detail else "; retry shortly or use another replica"
+            return f"503 coordinator unavailable: {detail}{hint}"
         return f"{code} {response.reason_phrase}: {detail}"
+
+
+def _tls_problem(exc: httpx.ConnectError) -> str | None:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause)
+        if isinstance(cause, ssl.SSLError):
+            return cause.reason or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    return text if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text else None
 
 
 def _connect_reason(exc: httpx.ConnectError) -> str:
@@ -215,6 +262,11 @@ def common_options(p: argparse.ArgumentParser, subcommand: bool = False) -> None
                    help=f"coordinator API (default $QG_URL, else {DEFAULT_URL})")
     p.add_argument("--token", default=default(os.environ.get("QG_TOKEN", "")),
                    help="bearer token (default $QG_TOKEN)")
+    p.add_argument("--cacert", default=default(os.environ.get("QG_CACERT") or None),
+                   metavar="FILE", help="CA certificate(s) to check an https:// coordinator "
+                                        "with (default $QG_CACERT, else the system's)")
+    p.add_argument("--insecure", action="store_true", default=default(False),
+                   help="do not check the coordinator's TLS certificate")
     p.add_argument("--timeout", type=float, default=default(10.0),
                    help="seconds (default 10)")
     p.add_argument("--json", action="store_true", default=default(False),
@@ -232,6 +284,50 @@ def _names(values: Sequence[str] | None) -> list[str]:
     return [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def name_arg(what: str) -> Callable[[str], str]:
+    """An argparse type: a VM, group or event name (one ZooKeeper path component), so a
+    typo is a clear usage error, not a confusing answer from the server."""
+    def check(value: str) -> str:
+        if not NAME.match(value):
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {value!r}: letters, digits, '_', '.' and '-' only, starting "
+                "with a letter or digit, at most 128 characters")
+        return value
+    check.__name__ = what
+    return check
+
+
+def command_line() -> str:
+    """How to run this `quorumgate` from the current directory: the bare name when the
+    shell finds this very installation on PATH, else the path of its script (e.g.
+    `.venv/bin/quorumgate`), else `python -m quorumgate.cli`."""
+    script = Path(sys.executable).parent / "quorumgate"
+    found = shutil.which("quorumgate")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "quorumgate"
+    if not script.exists():
+        return f"{sys.executable} -m quorumgate.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def emit(text: str) -> None:
+    """Print to stdout; a reader that went away (`quorumgate events | head`) is not an
+    error: stop writing quietly (no BrokenPipeError traceback)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would complain again flushing stdout at exit: point it at /dev/null
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _run(name: str, argv: Sequence[str] | None,
          configure: Callable[[argparse.ArgumentParser], None],
          act: Callable[[Api, argparse.Namespace], Any],
@@ -239,17 +335,19 @@ def _run(name: str, argv: Sequence[str] | None,
     parser = _parser(name)
     configure(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    api = Api(args.url, args.token, args.timeout)
+    api: Api | None = None
     try:
+        api = Api(args.url, args.token, args.timeout, tls_verify(args.cacert, args.insecure))
         result = act(api, args)
         text = json.dumps(result, indent=2) if args.json else show(result, args, api)
     except CtlError as exc:
         print(f"quorumgate {name}: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        api.close()
+        if api is not None:
+            api.close()
     if text:
-        print(text)
+        emit(text)
     return 0
 
 
@@ -264,7 +362,7 @@ def _show_status(s: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items() if v) or "none"
     leader = s["leader"] or "unknown"
     last = s["last_pass"]
-    return pairs([
+    items: list[tuple[str, Any]] = [
         ("cluster", s["cluster"]),
         ("replica", f"{s['identity']} ({'leader' if s['is_leader'] else 'follower'})"),
         ("leader", leader),
@@ -280,7 +378,11 @@ def _show_status(s: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
         ("last pass", f"{relative(last['at'], s['now'])} {last['summary']}".strip()
          if last["at"] is not None else "-"),
         ("server time", when(s["now"])),
-    ])
+        ("version", f"quorumgate {s['version']}" if s.get("version") else "-"),
+    ]
+    if s.get("problem"):
+        items.insert(2, ("PROBLEM", s["problem"]))
+    return pairs(items)
 
 
 def main_status(argv: Sequence[str] | None = None) -> int:
@@ -358,12 +460,31 @@ def _server_now(api: Api) -> float:
         return time.time()
 
 
+def flags(e: dict[str, Any]) -> list[str]:
+    """What an operator must not miss about an event, besides its state."""
+    out = []
+    if e.get("forced") and e.get("state") != "forced":
+        out.append("forced")
+    if e.get("dry_run"):
+        out.append("dry-run")
+    if e.get("at_risk"):
+        out.append("at risk")
+    if e.get("retry_pending"):
+        out.append("retry requested")
+    return out
+
+
 def _reason(e: dict[str, Any]) -> str:
-    parts = [e.get("reason") or ""]
-    if e.get("operator_hold"):
-        parts.append(f"[operator hold: {e['operator_hold']}]")
-    if e.get("force_reason"):
-        parts.append(f"[operator force: {e['force_reason']}]")
+    """The decision's reason, with the operator's hold or force when the reason does not
+    already say it (a held event's reason is the hold: say it once)."""
+    reason = e.get("reason") or ""
+    parts = [f"[{', '.join(f)}]" if (f := flags(e)) else "", reason]
+    hold = e.get("operator_hold")
+    if hold and hold not in reason:
+        parts.append(f"[operator hold: {hold}]")
+    force = e.get("force_reason")
+    if force and force not in reason:
+        parts.append(f"[operator force: {force}]")
     return " ".join(p for p in parts if p)
 
 
@@ -371,8 +492,9 @@ def _show_events(rows: list[dict[str, Any]], args: argparse.Namespace, api: Api)
     if not rows:
         return "no events" + (" active" if args.active else "")
     now = _server_now(api)
-    return table(["EVENT", "TYPE", "PLATFORM", "STATE", "NOT BEFORE", "VMS", "REASON"],
-                 [[e["event_id"], e["event_type"], e["status"], e["state"],
+    return table(["EVENT", "TYPE", "PLATFORM", "STATE", "CODE", "NOT BEFORE", "VMS",
+                  "REASON"],
+                 [[e["event_id"], e["event_type"], e["status"], e["state"], e.get("code"),
                    relative(e["not_before"], now), e["resources"], clip(_reason(e))]
                   for e in rows])
 
@@ -382,7 +504,8 @@ def main_events(argv: Sequence[str] | None = None) -> int:
 
 
 def _event_id(p: argparse.ArgumentParser) -> None:
-    p.add_argument("event_id", metavar="ID", help="the event id")
+    p.add_argument("event_id", metavar="ID", type=name_arg("event id"),
+                   help="the event id, or a unique prefix of it in any case")
 
 
 def _path_event(event_id: str, action: str = "") -> str:
@@ -398,7 +521,8 @@ def _show_event(e: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
         ("event", e["event_id"]),
         ("type", e["event_type"]),
         ("platform status", e["status"]),
-        ("state", e["state"]),
+        ("state", e["state"] + (f" [{', '.join(f)}]" if (f := flags(e)) else "")),
+        ("code", e.get("code") or "-"),
         ("reason", e["reason"] or "-"),
         ("resources", e["resources"]),
         ("not before", f"{when(e['not_before'])} ({relative(e['not_before'], now)})"
@@ -410,8 +534,15 @@ def _show_event(e: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
          if decision.get("acker") else "-"),
         ("acknowledgement", f"{ack['state']} by {ack['vm']} at {when(ack['at'])}"
          f"{': ' + ack['detail'] if ack.get('detail') else ''}" if ack else "-"),
-        ("operator hold", e["operator_hold"] or "-"),
-        ("operator force", e["force_reason"] or "-"),
+        ("operator hold", (e["operator_hold"] + (f" (by {e['hold_by']}"
+                           + (f", {relative(e['hold_at'], now)}" if e.get("hold_at") else "")
+                           + ")" if e.get("hold_by") else "")) if e["operator_hold"] else "-"),
+        ("operator force", (e["force_reason"] + (" (skip drain)" if e.get("force_skip_drain")
+                                                 else " (drains first)"))
+         if e["force_reason"] else "-"),
+        ("drain retries", f"{e.get('retries', 0)}"
+                          + (" (an operator retry is pending)" if e.get("retry_pending")
+                             else "")),
     ]
     text = pairs(items)
     history = decision.get("history") or []
@@ -452,10 +583,15 @@ def _override(action: str) -> Callable[[Api, argparse.Namespace], Any]:
 def _show_override(word: str) -> Callable[[Any, argparse.Namespace, Api], str]:
     def show(o: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
         lines = [f"event {o['event_id']}: {word} recorded by {o['by']}"]
-        if o.get("hold"):
+        if word == "hold" and o.get("hold"):
             lines.append(f"  hold: {o['hold']}")
-        if o.get("force"):
-            lines.append(f"  force: {o['force']}")
+        if word == "force" and o.get("force"):
+            lines.append(f"  force: {o['force']}"
+                         + ("  (WITHOUT draining)" if o.get("skip_drain")
+                            else "  (drains first, then approves)"))
+        if word == "retry":
+            lines.append(f"  retry request {o['retry']}: the leader asks the event's VMs to "
+                         "drain again")
         lines.append("  the leader applies it at its next decision pass "
                      f"(quorumgate event {o['event_id']})")
         return "\n".join(lines)
@@ -471,8 +607,60 @@ def main_release(argv: Sequence[str] | None = None) -> int:
                 _show_override("release"))
 
 
+def main_retry(argv: Sequence[str] | None = None) -> int:
+    return _run("retry", argv, _reason_arg(False), _override("retry"),
+                _show_override("retry"))
+
+
+def _force_args(p: argparse.ArgumentParser) -> None:
+    _reason_arg(True)(p)
+    p.add_argument("--skip-drain", action="store_true",
+                   help="approve WITHOUT running the drain hooks (no switchover, no "
+                        "decommission): the replicas go down with their VMs")
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="do not ask for confirmation (scripts)")
+
+
+def confirm(question: str, details: Sequence[str]) -> bool:
+    """Ask on the terminal (stderr, so --json output stays clean); anything but y/yes,
+    or no answer at all (stdin closed), is a no."""
+    for line in details:
+        print(line, file=sys.stderr)
+    print(f"{question} [y/N]: ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline() if sys.stdin is not None else ""
+    except (OSError, ValueError):  # no usable stdin (closed, detached)
+        answer = ""
+    if not answer:
+        print(file=sys.stderr)
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _force(api: Api, args: argparse.Namespace) -> Any:
+    if not args.reason.strip():
+        raise CtlError("--reason must not be empty")
+    event = api.call("GET", _path_event(args.event_id))  # resolves a prefix, or fails
+    eid = event["event_id"]
+    if not args.yes:
+        vms = ", ".join(event.get("resources") or []) or "no VMs"
+        details = [f"event {eid}: {event.get('event_type') or '?'} on {vms}",
+                   f"  now {event['state']}: {event.get('reason') or '-'}"]
+        if args.skip_drain:
+            details.append("force --skip-drain approves it WITHOUT draining: the drain "
+                           "hooks do not run (no switchover, no decommission) and the "
+                           "replicas on these VMs go down with them, whatever the quorum.")
+        else:
+            details.append("force bypasses the quorum check: the VMs are drained, then the "
+                           "event is approved even if a replica group drops below its "
+                           "minimum.")
+        if not confirm("Force it?", details):
+            raise CtlError("not forced: no confirmation (answer y, or pass --yes)")
+    return api.call("POST", _path_event(eid, "force"),
+                    json={"reason": args.reason, "skip_drain": args.skip_drain})
+
+
 def main_force(argv: Sequence[str] | None = None) -> int:
-    return _run("force", argv, _reason_arg(True), _override("force"), _show_override("force"))
+    return _run("force", argv, _force_args, _force, _show_override("force"))
 
 
 # pause, resume -----------------------------------------------------
@@ -503,6 +691,132 @@ def main_resume(argv: Sequence[str] | None = None) -> int:
     return _run("resume", argv, _optional_reason, _policy_switch("/v1/resume"), _show_policy)
 
 
+# policy ------------------------------------------------------------
+
+POLICY_FIELDS: list[tuple[str, str, Callable[[str], Any], str]] = []
+"""(flag, field, parser, help) of `policy set`."""
+
+
+def _on_off(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, not {value!r}")
+
+
+def _cap(value: str) -> int | str | None:
+    text = value.strip()
+    if text.lower() in ("none", "off", ""):
+        return None
+    if text.endswith("%"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count, a percent like 10%, or none, not {value!r}") from None
+
+
+def _rule(value: str) -> tuple[str, str]:
+    kind, sep, rule = value.partition("=")
+    if not sep or rule not in ("drain", "no_drain"):
+        raise argparse.ArgumentTypeError(
+            f"expected TYPE=drain or TYPE=no_drain (e.g. Freeze=no_drain), not {value!r}")
+    return kind, rule
+
+
+POLICY_FIELDS += [
+    ("--dry-run", "dry_run", _on_off, "on: decide and audit, but drain and acknowledge "
+                                      "nothing; off: act"),
+    ("--max-concurrent-uds", "max_concurrent_uds", int,
+     "update domains in maintenance at once"),
+    ("--max-unavailable", "max_unavailable", _cap,
+     "cluster-wide cap on unavailable VMs: a count, a percent (10%%), or none"),
+    ("--drain-timeout", "drain_timeout_s", float, "seconds a drain may take"),
+    ("--drain-retries", "drain_retries", int,
+     "automatic retries of a failed drain before the event stays failed"),
+    ("--drain-retry-backoff", "drain_retry_backoff_s", float,
+     "seconds before the first automatic retry (doubled for each further one)"),
+    ("--best-effort-lead", "best_effort_lead_s", float,
+     "seconds before NotBefore a held event's VMs are drained anyway"),
+    ("--ack-timeout", "ack_timeout_s", float, "seconds before an approval is renewed"),
+    ("--restore-timeout", "restore_timeout_s", float, "seconds a restore may take"),
+    ("--gone-grace", "gone_grace_s", float,
+     "seconds an event must stay missing from IMDS to be over"),
+    ("--clock-skew", "clock_skew_s", float, "tolerated clock disagreement, seconds"),
+    ("--unmanaged-vms", "unmanaged_vms", str, "hold or outside: events naming VMs "
+                                              "quorumgate does not know"),
+]
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="{show,set}")
+    common_options(sub.add_parser("show", help="the policy (the default)"), subcommand=True)
+    put = sub.add_parser("set", help="change the fields given, keep every other one "
+                                     "(pause state included) (operator)")
+    for flag, field, parse, text in POLICY_FIELDS:
+        put.add_argument(flag, dest=field, type=parse, help=text, default=argparse.SUPPRESS)
+    put.add_argument("--rule", dest="rules", type=_rule, action="append", metavar="TYPE=RULE",
+                     help="per event type: drain (the default) or no_drain (repeatable)")
+    common_options(put, subcommand=True)
+
+
+def _policy(api: Api, args: argparse.Namespace) -> Any:
+    if (args.action or "show") == "show":
+        return api.call("GET", "/v1/policy")
+    changes = {field: getattr(args, field) for _, field, _, _ in POLICY_FIELDS
+               if hasattr(args, field)}  # given, even as `--max-unavailable none`
+    before = api.call("GET", "/v1/policy")
+    if args.rules:
+        changes["rules"] = {**before.get("rules", {}), **dict(args.rules)}
+    if not changes:
+        raise CtlError("nothing to set: give at least one of --dry-run, "
+                       "--max-concurrent-uds, ... (quorumgate policy set --help)")
+    after = api.call("PATCH", "/v1/policy", json=changes)
+    if args.json:
+        return after
+    return {"before": before, "after": after, "changed": sorted(changes)}
+
+
+def _show_policy_cmd(result: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
+    if (args.action or "show") == "show":
+        p = result
+        rules = ", ".join(f"{k} {v}" for k, v in sorted(p.get("rules", {}).items()))
+        return pairs([
+            ("version", p["version"]),
+            ("approvals", "PAUSED (quorumgate resume)" if p["paused"] else "running"),
+            ("dry run", "ON: nothing is drained or acknowledged" if p["dry_run"] else "off"),
+            ("max concurrent UDs", p["max_concurrent_uds"]),
+            ("max unavailable", p["max_unavailable"] if p["max_unavailable"] is not None
+             else "no cap"),
+            ("rules", rules),
+            ("drain timeout", f"{p['drain_timeout_s']:g} s"),
+            ("drain retries", f"{p['drain_retries']} (first after "
+                              f"{p['drain_retry_backoff_s']:g} s, then doubling)"),
+            ("best-effort lead", f"{p['best_effort_lead_s']:g} s before NotBefore"),
+            ("ack timeout", f"{p['ack_timeout_s']:g} s"),
+            ("restore timeout", f"{p['restore_timeout_s']:g} s"),
+            ("gone grace", f"{p['gone_grace_s']:g} s"),
+            ("clock skew", f"{p['clock_skew_s']:g} s"),
+            ("unmanaged VMs", p["unmanaged_vms"]),
+        ])
+    before, after = result["before"], result["after"]
+    lines = [f"policy version {after['version']}:"]
+    for field in result["changed"]:
+        old, new = before.get(field), after.get(field)
+        lines.append(f"  {field}: {json.dumps(old)} -> {json.dumps(new)}"
+                     + ("" if old != new else " (unchanged)"))
+    if after["paused"]:
+        lines.append("  approvals are still PAUSED (quorumgate resume)")
+    return "\n".join(lines)
+
+
+def main_policy(argv: Sequence[str] | None = None) -> int:
+    return _run("policy", argv, _policy_args, _policy, _show_policy_cmd)
+
+
 # groups ------------------------------------------------------------
 
 
@@ -511,17 +825,19 @@ def _groups_args(p: argparse.ArgumentParser) -> None:
     common_options(sub.add_parser("list", help="every group with its availability "
                                                "(the default)"), subcommand=True)
     show = sub.add_parser("show", help="one group")
-    show.add_argument("name")
+    show.add_argument("name", type=name_arg("group name"))
     put = sub.add_parser("put", help="create or replace a group (operator)")
-    put.add_argument("name")
+    put.add_argument("name", type=name_arg("group name"))
     put.add_argument("--members", action="append", required=True,
                      help="comma-separated VM names (repeatable)")
     put.add_argument("--min-available", default="majority",
                      help='a count, or "majority" (the default)')
     put.add_argument("--health-gate", default="",
                      help="URL that must answer 2xx, or command that must exit 0")
+    put.add_argument("--allow-unknown", action="store_true",
+                     help="save even with members no agent has registered yet")
     delete = sub.add_parser("delete", help="delete a group (operator)")
-    delete.add_argument("name")
+    delete.add_argument("name", type=name_arg("group name"))
     for parser in (show, put, delete):
         common_options(parser, subcommand=True)
 
@@ -548,7 +864,13 @@ def _groups(api: Api, args: argparse.Namespace) -> Any:
                 "min_available": _min_available(args.min_available)}
         if args.health_gate:
             body["health_gate"] = args.health_gate
-        return api.call("PUT", path, json=body)
+        if args.allow_unknown:
+            body["allow_unknown"] = True
+        saved = api.call("PUT", path, json=body)
+        for warning in saved.get("warnings", []):
+            print(f"quorumgate groups: warning: group {args.name}: {warning}",
+                  file=sys.stderr)
+        return saved
     api.call("DELETE", path)
     return {"deleted": args.name}
 

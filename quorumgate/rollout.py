@@ -490,9 +490,11 @@ class Rollout:
         for node, url in zip(self.coordinators, self.api_urls, strict=False):
             lines.append(f"{node.config.identity:<14} {url}  (API; OpenAPI at {url}/docs)")
         if self.api_urls:
+            from quorumgate.ctl import command_line  # `.venv/bin/quorumgate` if not on PATH
+
             lines.append(f"dashboard      {self.api_urls[0]}/#token={self.viewer_token}")
             lines.append(f"operator CLI   QG_URL={self.api_urls[0]} "
-                         f"QG_TOKEN={self.operator_token} quorumgate status")
+                         f"QG_TOKEN={self.operator_token} {command_line()} status")
         return lines
 
     # ------------------------------------------------------------ the rollout
