@@ -227,7 +227,8 @@ class EventRelay:
         self._last_gone_check = incarnation if settled else None
 
     def _scan(self) -> None:
-        """Open events that name this VM (or that it reported) become gone candidates."""
+        """Open events that name this VM (or that it reported) become gone candidates, and
+        so do events of ours that others already reported gone while we were away."""
         try:
             children = self.zk.get_children(self.layout.events)
         except NoNodeError:
@@ -241,7 +242,12 @@ class EventRelay:
             except NoNodeError:
                 continue
             record = decode(PlatformEvent, data, path)
-            if record is None or record.status == PlatformStatus.GONE:
+            if record is None:
                 continue
+            if record.status == PlatformStatus.GONE and (
+                    self.vm not in record.resources or self.vm in record.gone_by):
+                continue  # over, and nothing for us to confirm
             if self.vm in record.resources or self.vm in record.seen_by:
-                self._seen[event_id] = None  # any document fetched from now on is newer
+                # any document fetched from now on is newer; one that lacks an event of
+                # ours adds us to `gone_by` (the confirmation the coordinator waits for)
+                self._seen[event_id] = None

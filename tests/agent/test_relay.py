@@ -108,3 +108,18 @@ def test_restarted_agent_marks_events_that_ended_while_it_was_away(
     rec = wait_until(
         lambda: (r := _event(zk, zk_layout, eid)) and r.status == PlatformStatus.GONE and r, 10)
     assert rec.started_at is None  # gone without starting: cancelled
+
+
+def test_returning_vm_confirms_a_gone_that_observers_reported_while_it_was_down(
+        zk: KazooClient, zk_layout: Layout, emulator: Emulator,
+        make_agent: AgentFactory) -> None:
+    """The coordinator waits for the event's own VMs to confirm Gone; a VM that was down
+    while spare observers reported it must still add its word when it comes back."""
+    zk.create(zk_layout.event("E0"), encode(PlatformEvent(
+        event_id="E0", event_type=EventType.REBOOT, status=PlatformStatus.GONE,
+        resources=["vm-0", "vm-3"], seen_by=["vm-1"], started_at=1.0, gone_at=2.0,
+        gone_by=["vm-1"])), makepath=True)
+    make_agent("vm-0")
+    rec = wait_until(lambda: (r := _event(zk, zk_layout, "E0")) and "vm-0" in r.gone_by
+                     and r, 10, message="vm-0 to confirm the Gone")
+    assert rec.status == PlatformStatus.GONE and rec.gone_at == 2.0
