@@ -1,7 +1,10 @@
 """Webhook notifications for what needs a human: holds, forced starts, failures, deadlines.
 
-JSON with a Slack-compatible `text` field plus structured fields. Sent from a background
-thread with a bounded queue: a slow or dead webhook never delays a decision.
+JSON with a Slack-compatible `text` field plus structured fields (`kind`, `event_id`,
+`state`, `code`, `reason`, `resources`, `dry_run`). Branching reads the decision's `code`
+(`DecisionCode`), never the sentence in `reason`. A hold for our own budget (a routine
+code: another update domain's turn) is not news and sends nothing. Sent from a
+background thread with a bounded queue: a slow or dead webhook never delays a decision.
 """
 
 from __future__ import annotations
@@ -14,33 +17,45 @@ from typing import Any
 import httpx
 
 from coordinator.safety import Change
-from registry.records import DecisionState
+from registry.records import ROUTINE_CODES, Decision, DecisionCode, DecisionState
 
 log = logging.getLogger(__name__)
 S = DecisionState
+
+
+def is_stuck(decision: Decision) -> bool:
+    """A restore that does not finish: the core's STUCK code (a decision written before
+    codes existed says it in its reason)."""
+    if decision.code is DecisionCode.STUCK:
+        return True
+    return decision.code is DecisionCode.SEEN and decision.reason.startswith("stuck")
 
 
 def notification_for(change: Change, event: Any) -> dict[str, Any] | None:
     """The message a change deserves, or None."""
     new, old = change.decision, change.previous
     kind = None
-    if new.state is S.HELD and (old is None or old.state is not S.HELD):
-        kind = "held"
+    if new.state is S.HELD and (old is None or old.state is not S.HELD
+                                or old.code in ROUTINE_CODES):
+        kind = None if new.code in ROUTINE_CODES else "held"
     elif new.best_effort and not (old and old.best_effort):
         kind = "deadline"
     elif new.state is S.FORCED and (old is None or old.state is not S.FORCED):
         kind = "forced"
     elif new.state is S.FAILED and (old is None or old.state is not S.FAILED):
         kind = "failed"
-    elif new.reason.startswith("stuck") and not (old and old.reason.startswith("stuck")):
+    elif is_stuck(new) and not (old and is_stuck(old)):
         kind = "stuck"
     if kind is None:
         return None
     event_type = getattr(getattr(event, "event_type", None), "value", "")
     resources = ", ".join(getattr(event, "resources", [])[:10])
-    text = f"quorumgate: event {new.event_id} ({event_type} on {resources}) {kind}: {new.reason}"
+    dry = " (dry-run)" if new.dry_run else ""
+    text = (f"quorumgate: event {new.event_id} ({event_type} on {resources}) {kind}{dry}: "
+            f"{new.reason} [{new.code.value}]")
     return {"text": text, "kind": kind, "event_id": new.event_id, "state": new.state.value,
-            "reason": new.reason, "resources": list(getattr(event, "resources", []))}
+            "code": new.code.value, "reason": new.reason, "dry_run": new.dry_run,
+            "resources": list(getattr(event, "resources", []))}
 
 
 class Notifier:
