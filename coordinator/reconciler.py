@@ -20,7 +20,7 @@ import threading
 import time
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import AuthFailedError, InvalidACLError, KazooException, NoAuthError
 from kazoo.recipe.election import Election
 
 from coordinator.gates import GateRunner
@@ -44,6 +44,8 @@ from registry.layout import Layout
 from registry.records import TERMINAL_STATES, DecisionState
 
 log = logging.getLogger(__name__)
+
+PERMANENT = (NoAuthError, AuthFailedError, InvalidACLError)
 
 
 class FenceLost(Exception):
@@ -70,6 +72,10 @@ class Reconciler:
         self.election = Election(client, layout.election, identifier=identity)
         self.is_leader = False
         self.fence: str | None = None
+        self.fatal: str | None = None
+        """A permanent ZooKeeper refusal (NoAuth...) seen by the last campaign: readiness
+        fails with it until a campaign succeeds."""
+        self._backoff = 5.0
         """Our election znode while we lead: every leader write checks it exists."""
         self.last_pass_at: float | None = None
         self.last_pass_summary = ""
@@ -132,16 +138,40 @@ class Reconciler:
             # believe it holds the old (gone) node and never contend again.
             self.election = Election(self.client, self.layout.election,
                                      identifier=self.identity)
+            pause = 0.2
             try:
                 self.election.run(self._lead)
+                self._clear_fatal()
+            except PERMANENT as exc:
+                pause = self._permanent(exc)
             except KazooException as exc:
                 log.warning("election interrupted: %r", exc)
             except Exception:
                 log.exception("leader loop crashed; campaigning again")
             if not self._stop.is_set():
-                self._stop.wait(0.2)
+                self._stop.wait(pause)
+
+    def _permanent(self, exc: Exception) -> float:
+        """An error retrying cannot fix (credentials, ACLs): say it once, clearly, make
+        readiness fail (`fatal`), and back off instead of spinning."""
+        reason = (f"ZooKeeper refuses this coordinator ({type(exc).__name__}): check "
+                  "zk_auth (QG_ZK_AUTH) and the ACLs of the cluster's znodes")
+        if reason != self.fatal:
+            log.error("%s; campaigning again with backoff", reason)
+            self._backoff = 5.0
+        else:
+            log.debug("%s (again)", reason)
+            self._backoff = min(60.0, self._backoff * 2)
+        self.fatal = reason
+        return self._backoff
+
+    def _clear_fatal(self) -> None:
+        if self.fatal is not None:
+            log.info("ZooKeeper accepts this coordinator again")
+        self.fatal = None
 
     def _lead(self) -> None:
+        self._clear_fatal()
         lock = self.election.lock
         fence = f"{lock.path}/{lock.node}"
         log.info("%s is the leader (fence %s)", self.identity, fence)
@@ -196,7 +226,7 @@ class Reconciler:
             break  # later changes were decided assuming this one landed: re-read first
         decisions = {eid: item.record for eid, item in read.decisions.items()}
         decisions.update({c.decision.event_id: c.decision for c in written})
-        self.metrics.observe_decisions(decisions)
+        self.metrics.observe_decisions(decisions, view.events)
         self.metrics.passes.inc()
         self.metrics.pass_seconds.observe(time.perf_counter() - started)
         self.last_pass_at = now
