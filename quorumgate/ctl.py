@@ -962,13 +962,23 @@ def main_placement(argv: Sequence[str] | None = None) -> int:
     return _run("placement", argv, _placement_args, _placement, _show_placement)
 
 
+def _down_now(a: dict[str, Any]) -> str:
+    """Members down at this moment (a maintenance in progress, or lost): apart from the
+    placement verdict, which counts every known VM as up."""
+    down = a.get("down_now") or []
+    if not down:
+        return "-"
+    return ",".join(down) + ("" if a.get("now_ud_safe", True) else "(next UD blocks)")
+
+
 def _show_placement_audit(rows: list[dict[str, Any]], args: argparse.Namespace,
                           api: Api) -> str:
     if not rows:
         return "no groups"
-    text = table(["GROUP", "UD LOSS", "FD LOSS", "LIVE", "MIN", "FIX"],
+    text = table(["GROUP", "UD LOSS", "FD LOSS", "LIVE", "MIN", "DOWN NOW", "FIX"],
                  [[a["group"], "safe" if a["ud_safe"] else "BLOCKS",
                    "safe" if a["fd_safe"] else "BREAKS", a["live"], a["required"],
+                   _down_now(a),
                    f"move {a['fix']['vm']} -> {a['fix']['to']}" if a.get("fix") else
                    ("-" if a["ud_safe"] and a["fd_safe"] else "no single move")]
                   for a in rows])

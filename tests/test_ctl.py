@@ -315,7 +315,8 @@ def test_placement_and_placement_audit(api: Api, capsys: pytest.CaptureFixture[s
 
     code, out, _ = run(capsys, "placement-audit", url=api.url, token=VIEWER)
     rows = lines(out)
-    assert code == 0 and rows[0] == ["GROUP", "UD", "LOSS", "FD", "LOSS", "LIVE", "MIN", "FIX"]
+    assert code == 0 and rows[0] == ["GROUP", "UD", "LOSS", "FD", "LOSS", "LIVE", "MIN", "DOWN",
+                                     "NOW", "FIX"]
     assert rows[1][:3] == ["bad", "BLOCKS", "BREAKS"]
     assert rows[2][:3] == ["g", "safe", "BREAKS"] or rows[2][:2] == ["g", "safe"]
     assert "bad: blocks a rollout" in out

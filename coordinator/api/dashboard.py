@@ -44,8 +44,8 @@ from coordinator.api.derive import (
 from coordinator.api.derive import topology as grid
 from coordinator.api.models import StatusOut
 from coordinator.api.routes.admin import get_status
+from coordinator.api.routes.placement import PlacementAudit, placement_audit
 from coordinator.node import CoordinatorNode
-from coordinator.placement import GroupAudit, audit
 
 router = APIRouter(tags=["dashboard"])
 
@@ -127,8 +127,9 @@ class DashboardOut(BaseModel):
     """Active events first (oldest first), then the most recent finished ones."""
     events_total: int
     groups: list[GroupRow]
-    placement: list[GroupAudit]
-    """The placement audit: groups that one UD (or FD) loss would break, with the fix."""
+    placement: list[PlacementAudit]
+    """The placement audit: groups whose placement one UD (or FD) loss would break, with
+    the fix; and, apart from it, their members down right now."""
 
 
 def snapshot(node: CoordinatorNode, caller: Caller) -> DashboardOut:
@@ -150,7 +151,7 @@ def snapshot(node: CoordinatorNode, caller: Caller) -> DashboardOut:
                                mirror_ready=node.cache.ready),
         topology=grid(rows), vms=rows, events=shown, events_total=len(events),
         groups=group_rows(view),
-        placement=audit(view.vm_views(), list(view.groups.values())))
+        placement=placement_audit(view))
 
 
 @router.get("/v1/dashboard", response_model=DashboardOut,

@@ -90,6 +90,19 @@
     return el("span", { class: `badge ds-${state}` }, state);
   }
 
+  // What must stay visible whatever the state: forced (kept after the event is restored),
+  // dry-run, at risk (will reach NotBefore unless someone acts), a pending operator retry.
+  function marks(e) {
+    const out = [];
+    if (e.forced && e.state !== "forced") {
+      out.push(el("span", { class: "mark mark-forced", title: "the platform started it without our acknowledgement" }, "forced"));
+    }
+    if (e.dry_run) out.push(el("span", { class: "mark mark-dry-run", title: "decided in dry-run: nothing drained or acknowledged" }, "dry-run"));
+    if (e.at_risk) out.push(el("span", { class: "mark mark-at-risk", title: "cannot finish before its NotBefore without help" }, "at risk"));
+    if (e.retry_pending) out.push(el("span", { class: "mark mark-retry" }, "retry asked"));
+    return out;
+  }
+
   // ---------------------------------------------------------------- token and sign-in
 
   function takeToken() {
@@ -295,7 +308,9 @@
     section("banner", { s: d.status, z: d.zookeeper }, renderBanner);
     section("cards", { s: d.status, z: d.zookeeper, v: d.vms.map((v) => v.state),
       p: d.placement.filter((a) => !a.ud_safe).length, t: Math.round(d.now) }, () => renderCards(d));
-    section("grid", { t: d.topology, v: d.vms.map((v) => [v.name, v.reserved_by]) }, () => renderGrid(d));
+    section("grid", { t: d.topology, v: d.vms.map((v) => [v.name, v.reserved_by]),
+      h: d.events.filter((e) => e.active && e.state === "held").map((e) => [e.event_id, e.resources]) },
+    () => renderGrid(d));
     section("events", { e: d.events, n: d.events_total, t: Math.round(d.now) }, () => renderEvents(d));
     section("groups", d.groups, renderGroups);
     section("placement", d.placement, renderPlacement);
@@ -313,6 +328,10 @@
     if (s.paused) lines.push("Approvals are paused: new events are held until an operator resumes.");
     if (s.dry_run) lines.push("Dry run: the leader decides but does not drain or approve.");
     if (!s.leader) lines.push("No leader is known: nothing is being decided.");
+    if (s.problem) {
+      lines.push(`This replica is misconfigured: ${s.problem}`);
+      bad = true;
+    }
     const node = $("banner");
     node.hidden = lines.length === 0;
     node.className = bad ? "banner bad" : "banner";
@@ -385,24 +404,38 @@
         }
       }
     }
+    const heldUd = {}; // UD -> held events that want VMs there: the maintenance we hold back
+    const udOf = Object.fromEntries(d.vms.map((vm) => [vm.name, vm.ud]));
+    for (const e of d.events) {
+      if (!e.active || e.state !== "held") continue;
+      for (const name of e.resources) {
+        const ud = udOf[name];
+        if (ud === null || ud === undefined) continue;
+        heldUd[ud] = heldUd[ud] || new Set();
+        heldUd[ud].add(short(e.event_id));
+      }
+    }
     const cells = {};
     for (const cell of t.cells) cells[`${cell.fd}/${cell.ud}`] = cell.vms;
+    const udClass = (ud) => [busyUd[ud] ? "busy" : "", heldUd[ud] ? "held" : ""].join(" ").trim() || null;
     const head = el("tr", {}, el("th", { scope: "col", class: "corner" }, "FD \\ UD"),
       t.uds.map((ud) => {
         const events = busyUd[ud] ? [...busyUd[ud]] : [];
-        return el("th", { scope: "col", class: busyUd[ud] ? "busy" : null }, `UD ${ud}`,
-          events.length ? el("span", { class: "ud-note" }, `event ${events.join(", ")}`) : null);
+        const held = heldUd[ud] ? [...heldUd[ud]] : [];
+        return el("th", { scope: "col", class: udClass(ud), "data-ud": ud }, `UD ${ud}`,
+          events.length ? el("span", { class: "ud-note" }, `event ${events.join(", ")}`) : null,
+          held.length ? el("span", { class: "held-note" }, `held: ${held.join(", ")}`) : null);
       }));
     const body = t.fds.map((fd) => el("tr", {}, el("th", { scope: "row" }, `FD ${fd}`),
       t.uds.map((ud) => {
         const vms = cells[`${fd}/${ud}`] || [];
-        return el("td", { class: busyUd[ud] ? "busy" : null },
+        return el("td", { class: udClass(ud) },
           vms.length ? el("ul", {}, vms.map((vm) => el("li", {}, vmChip(vm.name, vm.state, vm.reserved_by))))
             : el("span", { class: "empty" }, "—", el("span", { class: "sr-only" }, "no VMs")));
       })));
     const caption = el("caption", {},
       `${d.vms.length} VMs over ${t.fds.length} fault domains (rows) and ${t.uds.length} update domains ` +
-      "(columns). Shaded columns have maintenance in progress.");
+      "(columns). Shaded columns have maintenance in progress; orange ones, a maintenance we hold.");
     const out = [el("table", { class: "grid" }, caption, el("thead", {}, head), el("tbody", {}, body))];
     if (t.unplaced.length) {
       out.push(el("p", {}, "Without a known fault or update domain: ",
@@ -437,9 +470,19 @@
     }
     const rows = [...active, ...done].map((e) => {
       const decision = e.decision;
-      const reasonCell = el("td", { class: "reason" }, e.reason || "");
-      if (e.operator_hold) reasonCell.append(el("span", { class: "op" }, `operator hold: ${e.operator_hold}`));
-      if (e.force_reason) reasonCell.append(el("span", { class: "op" }, `operator force: ${e.force_reason}`));
+      const reasonCell = el("td", { class: "reason" },
+        e.code ? el("code", { class: "code", title: "decision code" }, e.code) : null, e.reason || "");
+      const reason = e.reason || "";
+      if (e.operator_hold) {
+        const by = e.hold_by ? ` (by ${e.hold_by}${e.hold_at ? ", " + relative(e.hold_at, d.now) : ""})` : "";
+        // a held event's reason already is the hold: say who, not the reason twice
+        reasonCell.append(el("span", { class: "op" },
+          reason.includes(e.operator_hold) ? `held by an operator${by}` : `operator hold: ${e.operator_hold}${by}`));
+      }
+      if (e.force_reason && !reason.includes(e.force_reason)) {
+        reasonCell.append(el("span", { class: "op" },
+          `operator force: ${e.force_reason}${e.force_skip_drain ? " (without draining)" : ""}`));
+      }
       if (decision && decision.acker) {
         const ack = e.ack ? `, ack ${e.ack.state}` : "";
         reasonCell.append(el("span", { class: "note" }, `acker ${decision.acker}, approval ${decision.approval}${ack}`));
@@ -449,7 +492,7 @@
         el("td", {}, el("code", { title: e.event_id }, short(e.event_id))),
         el("td", {}, e.event_type || "—"),
         el("td", {}, e.status || "—"),
-        el("td", {}, badge(e.state)),
+        el("td", {}, badge(e.state), marks(e)),
         reasonCell,
         el("td", {}, e.resources.join(", "),
           reserved.length ? el("span", { class: "note" }, ` (${reserved.length} reserved)`) : null),
@@ -482,31 +525,42 @@
         el("td", {}, g.ok ? el("span", { class: "ok" }, "✓ ok") : el("span", { class: "notok" }, "✖ below min")))))));
   }
 
+  function downNow(a) {
+    if (!a.down_now || !a.down_now.length) return el("span", { class: "ok" }, "all up");
+    return el("span", { class: "down-now" }, `${a.down_now.join(", ")} down` +
+      (a.now_ud_safe ? "" : ": the next UD's maintenance will be held"));
+  }
+
   function renderPlacement(audits) {
     if (!audits.length) {
       replace("placement", el("p", { class: "empty" }, "No replica groups to audit."));
       return;
     }
+    // the verdict is about placement (every known VM up); VMs down right now (a
+    // maintenance in progress, a lost VM) are shown apart and never turn it red
     const unsafe = audits.filter((a) => !a.ud_safe || !a.fd_safe);
-    if (!unsafe.length) {
+    const down = audits.filter((a) => a.ud_safe && a.fd_safe && a.down_now && a.down_now.length);
+    const shown = [...unsafe, ...down];
+    if (!shown.length) {
       replace("placement", el("p", { class: "ok" },
         `✓ All ${audits.length} groups survive the loss of any one update or fault domain.`));
       return;
     }
     replace("placement",
       el("table", { class: "rows" },
-        el("thead", {}, el("tr", {}, ["Group", "One UD lost", "One FD lost", "Why", "Fix"]
+        el("thead", {}, el("tr", {}, ["Group", "One UD lost", "One FD lost", "Why", "Fix", "Right now"]
           .map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, unsafe.map((a) => el("tr", { "data-group": a.group },
+        el("tbody", {}, shown.map((a) => el("tr", { "data-group": a.group },
           el("td", {}, el("strong", {}, a.group)),
           el("td", {}, a.ud_safe ? el("span", { class: "ok" }, "✓ safe") : el("span", { class: "notok" }, "✖ blocks rollout")),
           el("td", {}, a.fd_safe ? el("span", { class: "ok" }, "✓ safe") : el("span", { class: "notok" }, "✖ loses quorum")),
-          el("td", {}, a.verdict),
+          el("td", {}, a.ud_safe && a.fd_safe ? "placement is safe" : a.verdict),
           el("td", { class: "fix" }, a.fix ? [el("strong", {}, `move ${a.fix.vm} → ${a.fix.to}`), el("br"), a.fix.reason]
-            : "no single move fixes it"))))),
-      audits.length > unsafe.length ?
-        el("p", { class: "note" }, audits.length - unsafe.length === 1 ? "1 other group is safe." :
-          `${audits.length - unsafe.length} other groups are safe.`) : null);
+            : a.ud_safe && a.fd_safe ? "—" : "no single move fixes it"),
+          el("td", { class: "now" }, downNow(a)))))),
+      audits.length > shown.length ?
+        el("p", { class: "note" }, audits.length - shown.length === 1 ? "1 other group is safe and all up." :
+          `${audits.length - shown.length} other groups are safe and all up.`) : null);
   }
 
   // ---------------------------------------------------------------- start
