@@ -207,18 +207,29 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
+    """One table cell on one line (a hook's output in a reason keeps its words, not its
+    line breaks: ` | ` between its lines)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "-"
-    return str(value)
+    text = str(value)
+    if "\n" in text:
+        text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text
 
 
 def pairs(items: Sequence[tuple[str, Any]]) -> str:
+    """`key:  value` lines; a value of several lines continues under its first line."""
     width = max(len(k) for k, _ in items)
-    return "\n".join(f"{k + ':':<{width + 1}}  {_cell(v)}" for k, v in items)
+    out = []
+    for k, v in items:
+        lines = (str(v).splitlines() or [""]) if isinstance(v, str) else [_cell(v)]
+        out.append(f"{k + ':':<{width + 1}}  {lines[0] if lines[0] else '-'}")
+        out += [" " * (width + 3) + line for line in lines[1:]]
+    return "\n".join(out)
 
 
 def when(at: float | None) -> str:

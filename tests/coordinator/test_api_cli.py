@@ -199,3 +199,20 @@ def test_coordinator_subprocess_serves_https(zk_hosts: str, zk: KazooClient, zk_
             assert c.get("/v1/vms").json() == []
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
+
+
+def test_coordinator_log_format_json(zk_hosts: str, zk: KazooClient, zk_layout: Layout) -> None:
+    """`--log-format json`: every line the coordinator logs is one JSON object."""
+    ensure_layout(zk, zk_layout)
+    with coordinator("--zk-hosts", zk_hosts, "--cluster", zk_layout.cluster, "--identity",
+                     "json-1", "--log-format", "json", "--log-level", "info",
+                     "--anonymous", "viewer") as (proc, url, log):
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, 15)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    records = [json.loads(line) for line in "".join(log).splitlines() if line.strip()]
+    assert records, "nothing logged"
+    assert {"ts", "level", "logger", "msg", "thread"} <= set(records[0])
+    messages = [r["msg"] for r in records]
+    assert any(m.startswith("coordinator json-1 started for cluster") for m in messages)
+    assert "coordinator json-1 stopped" in messages
