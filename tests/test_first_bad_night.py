@@ -156,3 +156,33 @@ def test_first_bad_night(zk_hosts: str, zk_cluster: str, tmp_path: Path) -> None
         qg("audit", "--limit", "12")
     ARTIFACT.parent.mkdir(exist_ok=True)
     ARTIFACT.write_text("\n".join(transcript) + "\n")
+
+
+def test_dry_run_first_step_is_never_forced(zk_hosts: str, zk_cluster: str) -> None:
+    """Dry-run, the recommended first step: the platform starts every event at NotBefore
+    (we acknowledge nothing), and that is not a forced start — no forced counter, no
+    at-risk alert, every decision labelled dry-run, one story in the timeline."""
+    if not QUORUMGATE.exists():
+        pytest.skip("needs the installed console script (.venv/bin/quorumgate)")
+    spec = RolloutSpec(cluster={"vms": 4, "fds": 2, "uds": 2}, coordinators=1, speed=120,
+                       groups=[], drain_command="echo drained", api=True, timeout_s=60,
+                       policy=Policy(dry_run=True))
+    with rollout_stack(spec, zk_hosts, zk_cluster, out=lambda line: None) as rollout:
+        url = rollout.api_urls[0]
+        eid = rollout.schedule_ud(0)
+        wait_until(lambda: rollout.settled(eid), 45, message="the dry-run event to end")
+        decision = rollout.watcher.decisions[eid]
+        assert decision.dry_run and decision.state is S.RESTORED and not decision.ours
+        assert all(t.to is not S.FORCED for t in decision.history)
+        assert _metric(url, "quorumgate_forced_events_total") == 0
+        assert _metric(url, 'quorumgate_events{dry_run="true",state="restored"}') == 1
+        assert _metric(url, 'quorumgate_events{dry_run="false",state="restored"}') == 0
+        assert not rollout.journal.entries(rollout.clock), "no hook ran in dry-run"
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("QG_")},
+               "QG_URL": url, "QG_TOKEN": rollout.viewer_token}
+        shown = subprocess.run([str(QUORUMGATE), "events"], env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert shown.returncode == 0 and "[dry-run]" in shown.stdout
+        assert "forced" not in shown.stdout
+        steps = " / ".join(t.reason for t in decision.history)
+        assert "nothing to drain" not in steps, steps
