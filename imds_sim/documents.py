@@ -1,8 +1,8 @@
 """Rendering: instance metadata and scheduled-events documents, per api-version.
 
-Every field carries the version that introduced it (the table in
-`/work/shared/imds-reference.md`, section 3), so an old client gets exactly the
-document its version had. All instance primitives are strings, as on Azure.
+Every field carries the version that introduced it (the api-version tables of Microsoft's
+Instance Metadata Service documentation), so an old client gets exactly the document its
+version had. All instance primitives are strings, as on Azure.
 """
 
 from __future__ import annotations
