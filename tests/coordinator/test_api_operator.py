@@ -26,7 +26,6 @@ from registry.records import (
     DrainWant,
     Override,
     PlatformStatus,
-    Policy,
     Transition,
 )
 from registry.zk import make_client
@@ -47,24 +46,6 @@ C = DecisionCode
 E_A = "CEA34FD8-0A1B-4C2D-8E3F-405162738495"
 E_B = "CEA9B2C1-1111-4222-8333-944455556666"
 E_C = "7d0e51f2-aaaa-4bbb-8ccc-dddddddddddd"
-
-
-def _leader_sees_overrides() -> bool:
-    """Does the leader hand the operators' overrides (retry, skip_drain) to the core?
-    (coordinator/store.py `build_snapshot`: asked of the lead in /tmp/h3-needs.md.)"""
-    from coordinator.store import FOLDERS, ClusterView, DecisionsRead, build_snapshot
-
-    ov = Override(event_id="E", retry=1)
-    valid: dict[str, dict] = {name: {} for name in FOLDERS}
-    valid["overrides"] = {"E": ov}
-    view = ClusterView(records={name: {} for name in FOLDERS}, valid=valid, vm_index={},
-                       policy=Policy(), policy_version=-1)
-    return bool(build_snapshot(view, DecisionsRead(folder_version=0), 0.0).overrides)
-
-
-needs_overrides_in_core = pytest.mark.xfail(
-    not _leader_sees_overrides(), strict=True,
-    reason="coordinator/store.py build_snapshot does not pass overrides to the core yet")
 
 
 @pytest.fixture
@@ -189,7 +170,6 @@ def test_retry_needs_a_failed_drain_and_bumps_the_request(follower: Api, zk: Kaz
     assert row["code"] == "drain_failed"
 
 
-@needs_overrides_in_core
 def test_failed_drain_retried_by_the_operator_drains_again(leader: Api, zk: KazooClient,
                                                           cluster: Layout) -> None:
     """The leader's core end to end: a drain fails, no automatic retries are left, the
@@ -220,7 +200,6 @@ def test_failed_drain_retried_by_the_operator_drains_again(leader: Api, zk: Kazo
 # ---------------------------------------------------------------- force
 
 
-@needs_overrides_in_core
 def test_force_still_drains_unless_skip_drain(leader: Api, zk: KazooClient,
                                               cluster: Layout) -> None:
     op = leader.op
