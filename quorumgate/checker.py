@@ -23,9 +23,12 @@ of a drain hook until a restore hook ends successfully. Each outage is *ours* or
 - down because an event started on our acknowledgement: ours;
 - down because the platform started the event (NotBefore, or no notice at all): the
   platform's;
-- drained for an event: ours, unless the platform started or withdrew that event
-  without our acknowledgement *and* the drain began within `best_effort_lead_s` of its
-  NotBefore (the best-effort drain before a start nobody can stop belongs to that start).
+- drained for an event: ours, unless the drain began within `best_effort_lead_s` of the
+  event's NotBefore (plus the clock disagreement the policy tolerates): from then on the
+  platform's start is imminent and nobody can stop it, and the coordinator drains a held
+  event best-effort by design; the drain belongs to that start. This holds even when we
+  acknowledge the event later (once safe, moving its start earlier): the acknowledgement
+  is then judged on its own, at the moment it takes the VMs down.
 
 Safety (`safety_violations`). Blame is judged per VM and per moment of *our* action: at
 the moment an outage of ours begins on a VM that was not already out because of us (a
@@ -175,6 +178,7 @@ class FaultWindow:
 class Rules:
     max_concurrent_uds: int = 1
     best_effort_lead_s: float = 120.0
+    """The policy's lead plus the clock disagreement it tolerates (see `blame`)."""
     no_notice_grace_s: float = 0.0
     group_change_grace_s: float = 0.0
     ack_bound_s: float = INF
@@ -243,10 +247,7 @@ def blame(outage: Outage, events: Mapping[str, EventTruth], rules: Rules) -> str
         return OURS  # a drain for an event the platform never announced: ours alone
     if outage.kind == "down":
         return OURS if event.ours else PLATFORM
-    if event.ours:
-        return OURS
-    started_without_us = event.start_cause is not None or event.status == "Cancelled"
-    if started_without_us and outage.start >= event.not_before - rules.best_effort_lead_s:
+    if outage.start >= event.not_before - rules.best_effort_lead_s:
         return PLATFORM
     return OURS
 
@@ -442,6 +443,8 @@ class EventVerdict:
     late: str | None
     """Why it counts as a liveness failure, if it does."""
     unfinished: str | None = None
+    unsafe_because: str | None = None
+    """Not acknowledged by us: why it was not safe `ack_bound_s` before it had to be."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -462,22 +465,32 @@ class _Safety:
                                   *(x for g in timeline.groups for x in (g.since, g.until))})
 
     def safe(self, event: EventTruth, at: float) -> bool:
+        return self.why_not(event, at) is None
+
+    def why_not(self, event: EventTruth, at: float) -> str | None:
+        """None when acknowledging `event` at `at` keeps every promise, else why not."""
         wanted = set(event.resources)
-        out = {o.vm for o in self.index.at(at) if o.event_id != event.event_id}
-        if out & wanted:
-            return False  # another event holds one of its VMs
+        holding = {o.vm: o for o in self.index.at(at) if o.event_id != event.event_id}
+        out = set(holding)
+        if busy := sorted(out & wanted):
+            o = holding[busy[0]]
+            return f"{busy[0]} out ({o.kind}) for event {o.event_id[:8]}"
         ud_of = self.t.ud_of
         uds = {ud_of[vm] for vm in wanted | out if vm in ud_of}
         if len(uds) > self.rules.max_concurrent_uds:
-            return False
-        for vm in wanted:
+            others = sorted({ud_of[vm] for vm in out if vm in ud_of})
+            own = sorted({ud_of[vm] for vm in wanted if vm in ud_of})
+            return f"update domains {others} out; the event's: {own}"
+        for vm in sorted(wanted):
             for g in self.groups_of.get(vm, ()):
                 if not g.since <= at < g.until:
                     continue
                 members = set(g.members)
-                if len(members - wanted - out) < g.required():
-                    return False
-        return True
+                up = len(members - wanted - out)
+                if up < g.required():
+                    return (f"group {g.name} would keep {up} of {len(members)} "
+                            f"(min {g.required()}; out: {', '.join(sorted(members & out)) or '-'})")
+        return None
 
     def stretches(self, event: EventTruth, begin: float, end: float
                   ) -> list[tuple[float, float]]:
@@ -567,11 +580,15 @@ def classify(timeline: Timeline, rules: Rules) -> dict[str, EventVerdict]:
         if ack_at is not None:
             before = [a for a, b in stretches if a <= ack_at]
             time_to_ack = ack_at - before[-1] if before else None
+        because = None
+        if not e.ours and e.start_cause != "immediate":
+            probe = max(e.created_at, min(until, e.not_before) - bound)
+            because = safety.why_not(e, probe) if probe < until else None
         verdicts[e.event_id] = EventVerdict(
             event_id=e.event_id, kind=kind, acknowledgeable=e.ours or long_enough,
             safe_s=safe_s, safe_since=safe_since, time_to_ack_s=time_to_ack,
             created_to_ack_s=(ack_at - e.created_at) if ack_at is not None else None,
-            late=late, unfinished=unfinished)
+            late=late, unfinished=unfinished, unsafe_because=because)
     return verdicts
 
 

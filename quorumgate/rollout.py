@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import uvicorn
@@ -131,6 +131,8 @@ class RolloutSpec:
     """Real seconds before the rollout gives up."""
     api: bool = False
     """Serve each coordinator's REST API and dashboard on a free loopback port."""
+    register_timeout_s: float = 30.0
+    """Real seconds for every agent to register at the start."""
 
     @property
     def uds(self) -> int:
@@ -184,15 +186,23 @@ class Summary:
         return "\n".join(lines)
 
 
+class AgentLike(Protocol):
+    """An agent in this process (`agent.daemon.Agent`) or in another (`procs.RemoteAgent`)."""
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+    def wait_registered(self, timeout: float) -> bool: ...
+
+
 class VMSupervisor:
     """Stops a VM's agent when the emulator takes the VM down; starts a new one when it is up."""
 
-    def __init__(self, emu: Emulator, make_agent: Callable[[str], Agent],
+    def __init__(self, emu: Emulator, make_agent: Callable[[str], AgentLike],
                  workload: Workload | None = None) -> None:
         self.emu = emu
         self.make_agent = make_agent
         self.workload = workload or Workload()
-        self.agents: dict[str, Agent] = {}
+        self.agents: dict[str, AgentLike] = {}
         self.restarts = 0
         self._rebooting: set[str] = set()
         self.suspended: dict[str, float] = {}
@@ -367,14 +377,23 @@ class HookJournal:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+AgentHost = Callable[[str, dict[str, Any]], AgentLike]
+"""Starts VM `name`'s agent from its config data somewhere else (e.g. its own process)."""
+
+
 @contextlib.contextmanager
 def rollout_stack(spec: RolloutSpec, zk_hosts: str, cluster: str,
-                  out: Printer = print) -> Iterator[Rollout]:
-    """Start everything; stop everything on exit, whatever happened."""
+                  out: Printer = print, *, emulator_host: str = "127.0.0.1",
+                  agent_host: AgentHost | None = None) -> Iterator[Rollout]:
+    """Start everything; stop everything on exit, whatever happened.
+
+    `emulator_host`: the address the IMDS emulator listens on (agents in other network
+    namespaces reach it there); `agent_host`: run agents elsewhere than in threads here.
+    """
     clock = VirtualClock.starting_now(speed=spec.speed)
     layout = Layout(cluster=cluster)
-    with running_emulator(clock=clock, cluster=spec.cluster) as emu:
-        rollout = Rollout(spec, emu, zk_hosts, layout, out)
+    with running_emulator(clock=clock, cluster=spec.cluster, host=emulator_host) as emu:
+        rollout = Rollout(spec, emu, zk_hosts, layout, out, agent_host=agent_host)
         try:
             rollout.start()
             yield rollout
@@ -384,8 +403,9 @@ def rollout_stack(spec: RolloutSpec, zk_hosts: str, cluster: str,
 
 class Rollout:
     def __init__(self, spec: RolloutSpec, emu: Emulator, zk_hosts: str, layout: Layout,
-                 out: Printer) -> None:
+                 out: Printer, agent_host: AgentHost | None = None) -> None:
         self.spec = spec
+        self.agent_host = agent_host
         self.emu = emu
         self.clock: VirtualClock = emu.clock  # type: ignore[assignment]
         self.zk_hosts = zk_hosts
@@ -404,7 +424,16 @@ class Rollout:
 
     # ------------------------------------------------------------ parts
 
-    def _agent(self, name: str) -> Agent:
+    def _agent(self, name: str) -> AgentLike:
+        data = self.agent_config(name)
+        if self.agent_host is not None:
+            return self.agent_host(name, data)
+        agent = Agent(build_agent_config(data), self.clock)
+        agent.start()
+        return agent
+
+    def agent_config(self, name: str) -> dict[str, Any]:
+        """VM `name`'s agent settings, hooks journaled."""
         poll = self.spec.poll_interval_s or 0.25 * self.spec.speed
         data: dict[str, Any] = {
             "cluster": self.layout.cluster, "zk_hosts": self.zk_hosts,
@@ -420,9 +449,7 @@ class Rollout:
         data.update(self.spec.workload.agent_settings(name))
         for hook in ("drain_hook", "restore_hook"):
             data[hook] = self.journal.wrap(name, data.get(hook))
-        agent = Agent(build_agent_config(data), self.clock)
-        agent.start()
-        return agent
+        return data
 
     def start(self) -> None:
         client = make_client(self.zk_hosts)
@@ -451,7 +478,7 @@ class Rollout:
             if self.spec.api:
                 self.api_urls.append(self._serve(node))
         self.spec.workload.setup(self)
-        self.supervisor.start()
+        self.supervisor.start(self.spec.register_timeout_s)
         self.watcher.start()
 
     def _serve(self, node: CoordinatorNode) -> str:
@@ -577,7 +604,9 @@ class Rollout:
     def rules(self, **extra: Any) -> checker.Rules:
         policy = self.spec.policy
         return checker.Rules(max_concurrent_uds=policy.max_concurrent_uds,
-                             best_effort_lead_s=policy.best_effort_lead_s, **extra)
+                             best_effort_lead_s=(policy.best_effort_lead_s
+                                                 + float(getattr(policy, "clock_skew_s", 0.0))),
+                             **extra)
 
     def summary(self, started: float) -> Summary:
         events = [self.emu.event(eid) for eid in self.scheduled]

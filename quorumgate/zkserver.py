@@ -277,6 +277,10 @@ class ZooKeeperServer:
     peers: dict[int, tuple[int, int]] = field(default_factory=dict)
     host: str = "127.0.0.1"
     install: ZooKeeperInstall | None = None
+    peer_hosts: dict[int, str] = field(default_factory=dict)
+    """Per server id, the address its quorum ports listen on (default: `host`)."""
+    netns: str | None = None
+    """Run the JVM in this network namespace (`ip netns exec`; see quorumgate.netns)."""
 
     def __post_init__(self) -> None:
         # A port we picked may be taken before Java binds it: then the first start
@@ -332,7 +336,7 @@ class ZooKeeperServer:
         if self.max_session_timeout_ms is not None:
             cfg["maxSessionTimeout"] = str(self.max_session_timeout_ms)
         for sid, (peer, election) in sorted(self.peers.items()):
-            cfg[f"server.{sid}"] = f"{self.host}:{peer}:{election}"
+            cfg[f"server.{sid}"] = f"{self.peer_hosts.get(sid, self.host)}:{peer}:{election}"
         cfg.update(self.extra_config)
         return cfg
 
@@ -347,7 +351,9 @@ class ZooKeeperServer:
     def command(self) -> list[str]:
         install = self.install or ZooKeeperInstall.locate()
         assert self.base_dir is not None
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         return [
+            *prefix,
             install.java,
             f"-Xmx{self.heap}",
             "-XX:+UseSerialGC",  # fewer GC threads: several JVMs share 2 cores in CI
@@ -516,8 +522,12 @@ class ZooKeeperEnsemble:
         size: int = 3,
         base_dir: Path | None = None,
         client_ports: Sequence[int] | None = None,
+        hosts: Sequence[str] | None = None,
+        netns: Sequence[str | None] | None = None,
         **server_options: object,
     ) -> None:
+        """`hosts`/`netns`: one address and network namespace per node (default: all on
+        loopback in this namespace)."""
         if size < 1:
             raise ValueError("an ensemble needs at least one node")
         self._own_dir = base_dir is None
@@ -527,12 +537,19 @@ class ZooKeeperEnsemble:
         if len(clients) != size:
             raise ValueError(f"need {size} client ports, got {len(clients)}")
         peers = {i + 1: (ports[size + 2 * i], ports[size + 2 * i + 1]) for i in range(size)}
+        addresses = list(hosts) if hosts else [str(server_options.pop("host", "127.0.0.1"))] * size
+        spaces = list(netns) if netns else [None] * size
+        if len(addresses) != size or len(spaces) != size:
+            raise ValueError(f"need {size} hosts and namespaces")
         self.nodes: list[ZooKeeperServer] = [
             ZooKeeperServer(
                 client_port=clients[i],
                 base_dir=self.base_dir / f"node{i + 1}",
                 server_id=i + 1,
                 peers=peers,
+                host=addresses[i],
+                peer_hosts={j + 1: addresses[j] for j in range(size)},
+                netns=spaces[i],
                 **server_options,  # type: ignore[arg-type]
             )
             for i in range(size)

@@ -116,6 +116,26 @@ def test_a_best_effort_drain_just_before_a_forced_start_is_the_platforms() -> No
     assert [v.kind for v in found] == ["group"]  # 150 s ahead is our own unsafe drain
 
 
+def test_a_best_effort_drain_we_then_acknowledge_is_judged_at_the_acknowledgement() -> None:
+    """A held event drained best-effort in its lead window, then acknowledged by us once
+    the other domain is done: the drain overlaps that domain by design; the ack does not."""
+    first, o_first = acked("A", "vm-0", 100.0, back=850.0)            # UD 0 until 850
+    late = event("B", ("vm-4",), not_before=1000.0, cause="ack", started=900.0, down=900.0,
+                 ended=960.0, posts=(Post("vm-4", 900.0, True),))    # UD 1
+    best_effort = [Outage("vm-4", 880.0, 1000.0, "B", "drain"),
+                   Outage("vm-4", 900.0, 960.0, "B", "down")]
+    rules = Rules(best_effort_lead_s=120.0)
+    assert safety_violations(timeline([first, late], [*o_first, *best_effort]), rules) == []
+    # acknowledged while UD 0 is still out: the acknowledgement is ours and is reported
+    early = event("B", ("vm-4",), not_before=950.0, cause="ack", started=840.0, down=840.0,
+                  ended=900.0, posts=(Post("vm-4", 840.0, True),))
+    outages = [*o_first, Outage("vm-4", 835.0, 1000.0, "B", "drain"),
+               Outage("vm-4", 840.0, 900.0, "B", "down")]
+    found = safety_violations(timeline([first, early], outages), rules)
+    assert [v.kind for v in found] == ["domains"]
+    assert "at +840s vm-4 went out because of us" in found[0].text
+
+
 def test_a_group_change_just_before_our_action_is_judged_by_both_versions() -> None:
     old = GroupVersion("g", ("vm-0", "vm-3", "vm-4", "vm-5"), 3, until=100.0)
     new = GroupVersion("g", ("vm-0", "vm-3", "vm-4"), 3, since=100.0)
