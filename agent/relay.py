@@ -228,11 +228,14 @@ class EventRelay:
 
     def _scan(self) -> None:
         """Open events that name this VM (or that it reported) become gone candidates, and
-        so do events of ours that others already reported gone while we were away."""
+        so do events of ours that others already reported gone while we were away, and
+        orphans: open events none of whose VMs or observers is registered now (all
+        deleted or gone, say), which nobody else is left to see leave."""
         try:
             children = self.zk.get_children(self.layout.events)
+            registered = set(self.zk.get_children(self.layout.vms))
         except NoNodeError:
-            children = []
+            children, registered = [], set()
         for event_id in children:
             if event_id in self._seen:
                 continue
@@ -247,7 +250,10 @@ class EventRelay:
             if record.status == PlatformStatus.GONE and (
                     self.vm not in record.resources or self.vm in record.gone_by):
                 continue  # over, and nothing for us to confirm
-            if self.vm in record.resources or self.vm in record.seen_by:
+            witnesses = (set(record.resources) | set(record.seen_by)) - {self.vm}
+            mine = self.vm in record.resources or self.vm in record.seen_by
+            orphan = record.status != PlatformStatus.GONE and not witnesses & registered
+            if mine or orphan:
                 # any document fetched from now on is newer; one that lacks an event of
                 # ours adds us to `gone_by` (the confirmation the coordinator waits for)
                 self._seen[event_id] = None

@@ -98,6 +98,10 @@ class CoordinatorMetrics:
         self.zk_connected = Gauge("quorumgate_zookeeper_connected",
                                   "1 while connected to ZooKeeper", registry=r)
         self.passes = Counter("quorumgate_decision_passes", "Decision passes run", registry=r)
+        self.passes_skipped = Counter(
+            "quorumgate_decision_passes_skipped",
+            "Passes skipped because the mirror had not caught up with the leader's own "
+            "drain writes", registry=r)
         self.pass_seconds = Histogram("quorumgate_decision_pass_seconds",
                                       "Time to read, decide and write one pass", registry=r,
                                       buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))

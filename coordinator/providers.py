@@ -145,27 +145,38 @@ def zookeeper_groups(config: ProviderConfig, client: KazooClient,
             else:
                 log.warning("provider %s: member %s has no usable host; ignored",
                             config.id, child)
-    seen = dict(previous.member_seen) if previous else {}
-    if config.forget_after_s is not None:
-        for member in listed:  # coarse, so an unchanged group is not rewritten each poll
-            if now - seen.get(member, float("-inf")) > config.forget_after_s / 10:
-                seen[member] = now
-    members = list(dict.fromkeys([*(previous.members if previous else []), *listed]))
-    if config.forget_after_s is not None:
-        forgotten = [m for m in members if m not in listed
-                     and now - seen.get(m, now) > config.forget_after_s]
-        if forgotten:
-            log.warning("provider %s: forgetting %s, not listed for over %g s", config.id,
-                        ", ".join(forgotten), config.forget_after_s)
-        members = [m for m in members if m not in forgotten]
-    seen = {m: t for m, t in seen.items() if m in members and config.forget_after_s}
-    vanished = [m for m in members if m not in listed]
-    if vanished:
-        log.info("provider %s: %s not listed now; still members (unavailable)", config.id,
-                 ", ".join(vanished))
+    members, seen = durable_members(previous, listed, now, config.forget_after_s,
+                                    config.id)
     return [Group(name=config.group or config.id, members=members,
                   min_available=config.min_available, source=f"provider:{config.id}",
                   health_gate=previous.health_gate if previous else "", member_seen=seen)]
+
+
+def durable_members(previous: Group | None, listed: list[str], now: float,
+                    forget_after_s: float | None,
+                    who: str = "provider") -> tuple[list[str], dict[str, float]]:
+    """The group's members once `listed` (what the system registers now) is folded into
+    what the group already had: nobody leaves because their session ended, only after
+    `forget_after_s` without being listed (None: never). Pure."""
+    seen = dict(previous.member_seen) if previous else {}
+    if forget_after_s is not None:
+        for member in listed:  # coarse, so an unchanged group is not rewritten each poll
+            if now - seen.get(member, float("-inf")) > forget_after_s / 10:
+                seen[member] = now
+    members = list(dict.fromkeys([*(previous.members if previous else []), *listed]))
+    if forget_after_s is not None:
+        forgotten = [m for m in members if m not in listed
+                     and now - seen.get(m, now) > forget_after_s]
+        if forgotten:
+            log.warning("%s: forgetting %s, not listed for over %g s", who,
+                        ", ".join(forgotten), forget_after_s)
+        members = [m for m in members if m not in forgotten]
+    seen = {m: t for m, t in seen.items() if m in members and forget_after_s}
+    vanished = [m for m in members if m not in listed]
+    if vanished:
+        log.debug("%s: %s not listed now; still members (unavailable)", who,
+                  ", ".join(vanished))
+    return members, seen
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")

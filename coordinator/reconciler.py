@@ -86,6 +86,9 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         self._passes = 0
         self._memo: Memo = {}
+        self._wrote_drains: dict[str, int] = {}
+        """Drain records this leader wrote, by the version its write made: a mirror older
+        than them must not be decided on (it would not see our own restore request)."""
         """Decoded decisions and acks by path and version, across passes."""
         if client.connected:
             self._connected.set()
@@ -204,6 +207,9 @@ class Reconciler:
         if len(self._memo) > 4 * (len(read.versions) + len(read.acks)) + 64:
             self._memo.clear()  # forgotten events
         view = self.cache.view()
+        if self._behind_own_writes(view):
+            self.metrics.passes_skipped.inc()
+            return []  # the mirror's next change wakes us
         now = self.clock.now()
         gates = self.gates.results(gates_needed(view, read))
         snap = build_snapshot(view, read, now, gates)
@@ -218,6 +224,8 @@ class Reconciler:
             self.metrics.writes.labels(result.value).inc()
             if result is WriteResult.WRITTEN:
                 written.append(change)
+                for rec in change.drains:
+                    self._wrote_drains[rec.vm] = writer.drain_versions[rec.vm]
                 self._observe(change, snap.events.get(change.decision.event_id), now)
                 continue
             self._wake.set()  # re-read and retry at once
@@ -242,6 +250,21 @@ class Reconciler:
                     log.info("forgot event %s (finished more than %g s ago)", eid,
                              self.retention_s)
         return written
+
+    def _behind_own_writes(self, view: ClusterView) -> bool:
+        """Has the mirror caught up with every drain record we wrote? (Entries it has
+        caught up with, or whose znode is gone, are dropped.)"""
+        versions = view.versions("drain")
+        behind = False
+        for vm, wrote in list(self._wrote_drains.items()):
+            have = versions.get(vm)
+            if have is not None and have >= wrote:
+                del self._wrote_drains[vm]
+            elif have is None and wrote > 0:
+                del self._wrote_drains[vm]  # deleted since (a VM forgotten): nothing to see
+            else:
+                behind = True
+        return behind
 
     def _observe(self, change: Change, event: object, now: float) -> None:
         new, old = change.decision, change.previous

@@ -136,6 +136,10 @@ class Change:
     previous: Decision | None
     decision: Decision
     drains: tuple[DrainRecord, ...] = ()
+    checks: tuple[str, ...] = ()
+    """VMs whose drain record this change relied on as the snapshot shows it (an approval
+    relies on "drained"): the shell writes only if those records are unchanged since, so
+    a mirror that has not caught up with the leader's own last write cannot approve."""
 
     @property
     def reserves(self) -> bool:
@@ -184,9 +188,12 @@ class Availability:
         index = snap.index or GroupIndex.build(snap.groups)
         self.groups, self.members, self.groups_of = index.groups, index.members, index.groups_of
         self.holders: dict[str, set[str]] = defaultdict(set)
+        self.deleted: set[str] = set()
+        """VMs an undelayable event took for good: nobody waits for them to return."""
         for decision in snap.decisions.values():
             for vm in decision.reserved:
                 self.holders[vm].add(decision.event_id)
+            self.deleted.update(decision.not_returned)
         self._available: dict[str, int] = {}
         self._down_known: int | None = None
         """How many known VMs are unavailable (only counted when a cap asks)."""
@@ -366,6 +373,7 @@ class _EventPlanner:
         self.previous = previous
         self.d = previous or Decision(event_id=event.event_id, state_since=snap.now)
         self.drains: dict[str, DrainRecord] = {}
+        self.checks: list[str] = []
         self.resources = list(dict.fromkeys(avail.resolve(vm) for vm in event.resources))
         """The VMs the event takes, as we know them (a Resources name in another case
         resolves to the known VM)."""
@@ -383,7 +391,9 @@ class _EventPlanner:
             return None
         if self.previous is None and self.d.state is S.NEW and not self.drains:
             self.d = self._update(reason=self.d.reason or "seen")
-        return Change(self.previous, self.d, tuple(self.drains.values()))
+        checks = tuple(vm for vm in dict.fromkeys(self.checks) if vm not in self.drains
+                       and vm in self.snap.drains)
+        return Change(self.previous, self.d, tuple(self.drains.values()), checks)
 
     def _update(self, **fields: object) -> Decision:
         return self.d.model_copy(update={**fields, "updated_at": self.snap.now})
@@ -570,6 +580,8 @@ class _EventPlanner:
                 # Terminate/Preempt: a VM that is not back was deleted or deallocated. It
                 # stays unavailable to its groups, but no longer holds a domain's budget.
                 self.release(lost)
+                self.avail.deleted.update(lost)
+                self.d = self._update(not_returned=[*self.d.not_returned, *lost])
                 self.move(self.d.state, C.NOT_RETURNED,
                           f"{', '.join(lost[:5])} did not come back after "
                           f"{self.event.event_type.value}: deleted or deallocated; released")
@@ -599,7 +611,7 @@ class _EventPlanner:
         if vm not in self.snap.vms:
             return True  # not one of ours (unknown resource): nothing to wait for
         if not self.live(vm):
-            return False
+            return vm in self.avail.deleted  # a Terminate took it for good
         if vm not in self.d.drain:
             return True
         rec = self.drain_of(vm)
@@ -737,8 +749,15 @@ class _EventPlanner:
 
     def drain_progress(self) -> tuple[list[str], list[str]]:
         """(VMs still draining, failures). A lost VM has nothing left to drain: it is
-        already counted unavailable."""
+        already counted unavailable; one that is back must drain before any approval —
+        also a VM whose drain another event's record held when we asked."""
         pending, failed = [], []
+        if self.drains_wanted() and not self.snap.policy.dry_run:
+            missing = [vm for vm in self.resources if vm in self.snap.vms
+                       and vm not in self.d.drain and self.live(vm)]
+            if missing:
+                self.request_drain(missing)
+                pending.extend(vm for vm in missing if vm not in self.d.drain)
         for vm in self.d.drain:
             rec = self.drain_of(vm)
             if not self.live(vm):
@@ -783,7 +802,8 @@ class _EventPlanner:
     def after_failure(self) -> None:
         ov = self.snap.overrides.get(self.event.event_id)
         if ov is not None and ov.retry > self.d.retry_seen:
-            self.retry(f"operator retry by {ov.by or 'an operator'}", retry_seen=ov.retry)
+            if not self.retry_blocked():
+                self.retry(f"operator retry by {ov.by or 'an operator'}", retry_seen=ov.retry)
             return
         if self.d.force_reason and (self.d.force_skip_drain or not self.d.drain):
             self.approve(f"forced by operator: {self.d.force_reason}")
@@ -795,9 +815,24 @@ class _EventPlanner:
                       "force still drains: `quorumgate retry` to drain again, or force "
                       "with --skip-drain")
         if self.d.retries < self.snap.policy.drain_retries and (
-                self.snap.now - self.d.state_since >= self.retry_wait()):
+                self.snap.now - self.d.state_since >= self.retry_wait()) and (
+                not self.retry_blocked()):
             self.retry(f"automatic retry {self.d.retries + 1} of "
                        f"{self.snap.policy.drain_retries}")
+
+    def retry_blocked(self) -> bool:
+        """A retry starts drains again: only while that is still safe now (a member may
+        have been lost since the first try), unless an operator forced the event."""
+        if self.d.force_reason:
+            return False
+        problem = self.blocked_by_operator() or self.avail.admit(self.event.event_id,
+                                                                 self.resources)
+        if problem is None:
+            return False
+        failure = next((t.reason for t in reversed(self.d.history) if t.to is S.FAILED),
+                       self.d.reason).split("; ")[0]
+        self.move(S.FAILED, self.d.code, f"{failure}; retry waits: {problem.text}")
+        return True
 
     def retry(self, why: str, **fields: object) -> None:
         self.request_drain(self.d.drain, again=True)
@@ -853,6 +888,7 @@ class _EventPlanner:
             return
         self.move(S.APPROVED, C.APPROVED, f"{reason}; acker {acker}", acker=acker,
                   approval=self.d.approval + 1, approved=covered)
+        self.checks.extend(self.d.drain)
 
     def choose_acker(self) -> str | None:
         seen = set(self.event.seen_by)

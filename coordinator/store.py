@@ -412,6 +412,9 @@ class FencedWriter:
                 txn.set_data(path, encode(rec), version=self.drain_versions[rec.vm])
             else:
                 txn.create(path, encode(rec))
+        for vm in change.checks:  # the drain states this change relied on
+            if vm in self.drain_versions:
+                txn.check(self.layout.drain(vm), self.drain_versions[vm])
         for entry in audit_entries(change, self.actor, now):
             txn.create(self.layout.audit_entry_prefix, encode(entry), sequence=True)
         try:

@@ -243,6 +243,9 @@ class Decision(Record):
     IMDS document lists no VM outside this set."""
     dry_run: bool = False
     """Decided under `policy.dry_run`: nothing was drained nor acknowledged."""
+    not_returned: list[Name] = []
+    """VMs a Terminate/Preempt took that never came back (deleted or deallocated): no
+    other event waits for them to restore."""
     acker: Name | None = None
     approval: int = 0
     """Incremented on every approval; an acker sends one acknowledgement per approval."""

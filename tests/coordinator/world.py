@@ -1,24 +1,43 @@
-"""A randomized cluster world for the safety core: platform, agents, faults, and two checkers.
+"""A randomized cluster world around the real safety core, and checkers that trust only it.
 
-The world is independent of the core's bookkeeping. It keeps ground truth (which VMs are
-really down, drained, or live) and checks two things after every step:
+The world is the platform and everything around the coordinator, kept as ground truth:
+which VMs exist (some run no agent, some report no update domain), which are really
+down and why, which are really drained, the events' *real* Resources (which the platform
+may change while an event is pending), and the replica groups as configured. Around the
+real core (`coordinator.safety.decide`) it runs the real relay merge rules
+(`agent.relay.merge`/`mark_gone`) and the real provider membership rule
+(`coordinator.providers.durable_members`), and it models what the shell and the agents
+do: a mirror that lags by a few steps (only decisions and acks are read fresh, as the
+leader does), compare-and-set writes that an acker's claim can beat, a leader that dies
+mid-pass, agents whose polls are late, whose clocks are skewed and whose IMDS sometimes
+forgets an event for a poll, records that do not decode, groups that change.
 
-- decision level (strict): every reservation or approval the core just made, applied one
-  at a time in the order returned, leaves every group it touches at or above
-  `min_available` counting everything unavailable (dead, reserved, drained), and keeps
-  the reserved update domains within `max_concurrent_uds`;
-- ground truth (attribution): VMs out of service *because of us* (drained by a drain we
-  started while the event was safe, or down in an event that started after our
-  acknowledgement) never exceed any group's slack, nor the UD budget. Outages caused by
-  crashes or platform-forced starts are the platform's, never counted against us.
+Checkers judge from ground truth only — never from the core's labels:
+
+- **ours-only**: the VMs out *because of us* (drained by a drain we requested, except a
+  best-effort drain due by NotBefore for an event we never acknowledged, or one an
+  operator forced; and every VM of the *real* Resources of an event started by our
+  acknowledgement) never leave a group below `min_available` by themselves, and never
+  span more than `max_concurrent_uds` update domains (true domains, known to the
+  coordinator or not);
+- **at the moment we act** (a drain hook starts, an acknowledgement takes effect): the
+  group as configured then, counting every VM out for any reason that began before the
+  coordinator's decision, plus what this action takes, keeps `min_available`; and every
+  VM an acknowledgement takes was drained (drain rule), so no VM goes down undrained;
+- **acknowledgements**: at most one effective POST per event, one POST per approval;
+- **liveness**: after a quiet period every event reaches a terminal decision.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from coordinator.safety import Change, Snapshot, VMView, decide
+from agent.imds_models import ScheduledEvent
+from agent.relay import mark_gone, merge, observed
+from coordinator.providers import durable_members
+from coordinator.safety import Snapshot, Unreadable, VMView, decide
 from registry.records import (
     AckRecord,
     AckState,
@@ -29,6 +48,7 @@ from registry.records import (
     DrainWant,
     EventType,
     Group,
+    Override,
     PlatformEvent,
     PlatformStatus,
     Policy,
@@ -38,320 +58,712 @@ from registry.records import (
 S = DecisionState
 NOTICE = {EventType.REBOOT: 900, EventType.REDEPLOY: 600, EventType.FREEZE: 900,
           EventType.PREEMPT: 30, EventType.TERMINATE: 300}
+LAG_STEPS = 3
+"""The mirror (events, VMs, drains, groups, overrides) may be this many steps behind."""
 
 
 @dataclass
-class PlatformEventState:
-    record: PlatformEvent
+class TrueVM:
+    name: str
+    fd: int
+    ud: int
+    agent: bool = True
+    """Runs a quorumgate agent (False: the coordinator never hears of it)."""
+    reports_ud: bool = True
+    skew: float = 0.0
+    """Its agent's clock minus the true time."""
+    deleted: bool = False
+
+
+@dataclass
+class TrueEvent:
+    event_id: str
+    kind: EventType
+    resources: list[str]
+    not_before: float
     duration: float
+    created_at: float
+    status: str = "Scheduled"  # Scheduled | Started | Gone
     started_by_ack: bool = False
+    start_resources: list[str] = field(default_factory=list)
+    """The real Resources when it started: what it took down."""
     ends_at: float | None = None
+    impacts: int = 0
+    ack_basis: float = 0.0
+    """The time of the mirror the approval we acknowledged was decided on."""
+
+
+@dataclass
+class Outage:
+    """One VM out because of us, from ground truth."""
+
+    vm: str
+    event_id: str
+    kind: str  # "drained" | "acked"
+    basis: float
+    """The time of the mirror the coordinator decided this outage on."""
 
 
 @dataclass
 class World:
     rng: random.Random
     policy: Policy
-    vms: dict[str, VMView]
-    groups: list[Group]
+    truth: dict[str, TrueVM]
+    groups: dict[str, Group]
+    """The groups as configured (truth). Provider groups are rebuilt from live members
+    by the real provider rule."""
+    provider_groups: set[str] = field(default_factory=set)
     now: float = 1_700_000_000.0
-    events: dict[str, PlatformEventState] = field(default_factory=dict)
+    steps: int = 0
+    events: dict[str, TrueEvent] = field(default_factory=dict)
     crashed_until: dict[str, float] = field(default_factory=dict)
     down_until: dict[str, float] = field(default_factory=dict)
-    decisions: dict[str, Decision] = field(default_factory=dict)
-    drains: dict[str, DrainRecord] = field(default_factory=dict)
-    acks: dict[str, AckRecord] = field(default_factory=dict)
-    view: dict[str, PlatformEvent] = field(default_factory=dict)
-    """What the agents have relayed so far (may lag the platform)."""
-    next_id: int = 0
-    acks_sent: dict[tuple[str, int], int] = field(default_factory=dict)
-    violations: list[str] = field(default_factory=list)
+    down_since: dict[str, float] = field(default_factory=dict)
     down_cause: dict[str, str] = field(default_factory=dict)
-    platform_owned: set[str] = field(default_factory=set)
-    """Events drained best-effort, forced, or force-approved: their outages are not ours."""
-    counts: dict[str, int] = field(default_factory=dict)
+    incarnation: dict[str, int] = field(default_factory=dict)
+    """Each VM's DocumentIncarnation (per VM, as IMDS keeps it)."""
+    # the store (ZooKeeper) and its versions
+    records: dict[str, PlatformEvent] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    decision_version: dict[str, int] = field(default_factory=dict)
+    drains: dict[str, DrainRecord] = field(default_factory=dict)
+    drain_version: dict[str, int] = field(default_factory=dict)
+    leader_wrote: dict[str, int] = field(default_factory=dict)
+    """The drain record versions the leader's own writes made (see coordinate)."""
+    acks: dict[str, AckRecord] = field(default_factory=dict)
+    overrides: dict[str, Override] = field(default_factory=dict)
+    stored_groups: dict[str, Group] = field(default_factory=dict)
+    corrupt_groups: set[str] = field(default_factory=set)
+    group_changed_at: dict[str, float] = field(default_factory=dict)
+    history: list[tuple] = field(default_factory=list)
+    """Past mirrors (newest last) for the lagging view."""
+    forced_by_operator: set[str] = field(default_factory=set)
+    drain_requested_at: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    basis_at: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    """Per drain request or approval: the time of the mirror the coordinator decided on
+    (what it could know); the onset check counts outages that began before it."""
+    posts: Counter = field(default_factory=Counter)
+    effective_posts: Counter = field(default_factory=Counter)
+    acks_sent: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_id: int = 0
+    violations: list[str] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    # switches that put back a hole of issue 12, to prove the checkers see it
+    acker_checks_coverage: bool = True
+    acks_from_mirror: bool = False
+    fail_open_on_corrupt: bool = False
+    platform_reshapes: bool = True
+    """The platform cancels events and changes pending events' Resources at random."""
 
     # ------------------------------------------------------------ set-up
 
     @classmethod
     def random(cls, rng: random.Random) -> World:
         fds, uds = rng.randint(2, 3), rng.randint(3, 5)
-        vms = {}
+        truth: dict[str, TrueVM] = {}
         for i in range(fds * uds * rng.randint(1, 2)):
             name = f"vm-{i}"
-            vms[name] = VMView(name=name, fd=i % fds, ud=(i // fds) % uds, live=True)
-        names = sorted(vms)
-        groups = []
+            truth[name] = TrueVM(name, fd=i % fds, ud=(i // fds) % uds,
+                                 skew=rng.choice([0.0, 0.0, rng.uniform(-20, 20)]))
+        names = sorted(truth)
+        if rng.random() < 0.5:  # VMs of the set that run no agent (yet)
+            for _ in range(rng.randint(1, 2)):
+                ghost = f"ghost-{rng.randrange(100)}"
+                truth[ghost] = TrueVM(ghost, fd=rng.randrange(fds), ud=rng.randrange(uds),
+                                      agent=False)
+        if rng.random() < 0.2:  # IMDS reports no update domain for one VM
+            truth[rng.choice(names)].reports_ud = False
+        groups: dict[str, Group] = {}
         for g in range(rng.randint(1, 6)):
             size = rng.randint(2, min(5, len(names)))
-            members = rng.sample(names, size)
+            if rng.random() < 0.6:  # mostly spread over domains, as real clusters are
+                by_ud: dict[int, list[str]] = {}
+                for n in rng.sample(names, len(names)):
+                    by_ud.setdefault(truth[n].ud, []).append(n)
+                members = [v[0] for v in list(by_ud.values())[:size]]
+            else:
+                members = rng.sample(names, size)
             if rng.random() < 0.1:
-                members.append("ghost-vm")  # never registered: always unavailable
-            minimum: int | str = rng.choice(["majority", 1, max(1, size - 1)])
-            groups.append(Group(name=f"g{g}", members=members, min_available=minimum))
+                members.append("ghost-member")  # never registered: always unavailable
+            minimum: int | str = rng.choice(["majority", 1, max(1, len(members) - 1)])
+            groups[f"g{g}"] = Group(name=f"g{g}", members=members, min_available=minimum)
         rules = {kind: rng.choice([TypeRule.DRAIN, TypeRule.DRAIN, TypeRule.NO_DRAIN])
                  for kind in EventType}
         policy = Policy(max_concurrent_uds=rng.choice([1, 1, 2]), rules=rules,
                         max_unavailable=rng.choice([None, None, 4, "30%"]),
                         drain_timeout_s=rng.choice([60.0, 600.0]),
                         best_effort_lead_s=rng.choice([0.0, 60.0, 120.0]),
-                        ack_timeout_s=60.0)
-        return cls(rng=rng, policy=policy, vms=vms, groups=groups)
+                        ack_timeout_s=60.0, gone_grace_s=rng.choice([0.0, 30.0, 60.0]),
+                        drain_retries=rng.choice([0, 2]), drain_retry_backoff_s=30.0,
+                        unmanaged_vms=rng.choice(["hold", "hold", "outside"]))
+        world = cls(rng=rng, policy=policy, truth=truth, groups=groups)
+        world.provider_groups = {n for n in groups if rng.random() < 0.3}
+        world.stored_groups = dict(groups)
+        world.incarnation = {n: 1 for n in truth}
+        return world
 
     # ------------------------------------------------------------ ground truth
 
     def live(self, vm: str) -> bool:
-        return vm in self.vms and vm not in self.crashed_until and vm not in self.down_until
+        t = self.truth.get(vm)
+        return (t is not None and t.agent and not t.deleted and vm not in self.crashed_until
+                and vm not in self.down_until)
 
-    def snapshot(self) -> Snapshot:
-        vms = {n: replace(v, live=self.live(n)) for n, v in self.vms.items()}
-        return Snapshot(now=self.now, policy=self.policy, vms=vms, groups=self.groups,
-                        events=dict(self.view), decisions=dict(self.decisions),
-                        drains=dict(self.drains), acks=dict(self.acks))
+    def out_of_service(self, vm: str) -> bool:
+        """Really unavailable for its group now, for any reason."""
+        t = self.truth.get(vm)
+        if t is None or t.deleted or vm in self.crashed_until or vm in self.down_until:
+            return True
+        rec = self.drains.get(vm)
+        return rec is not None and _drained(rec)
 
-    def out_because_of_us(self) -> set[str]:
-        """From ground truth only: drained by a drain we asked for while the event was safe,
-        or down in an event the platform started because we acknowledged it."""
-        out = set()
+    def out_since(self, vm: str) -> float:
+        """Since when the VM has been out (ground truth), for attributing blame."""
+        if vm in self.down_since:
+            return self.down_since[vm]
+        rec = self.drains.get(vm)
+        if rec is not None and _drained(rec):
+            return self.drain_requested_at.get((vm, rec.event_id, rec.attempt), self.now)
+        return float("-inf")
+
+    def exempt(self, event_id: str, requested_at: float) -> bool:
+        """A drain that is the platform's (best effort before a start we never asked for)
+        or an operator's (force): judged from what happened, never from labels."""
+        ev = self.events.get(event_id)
+        if ev is None or event_id in self.forced_by_operator:
+            return True
+        if ev.started_by_ack:
+            return False
+        due = ev.kind in (EventType.PREEMPT, EventType.TERMINATE) or (
+            requested_at >= ev.not_before - self.policy.best_effort_lead_s)
+        return due
+
+    def ours(self) -> list[Outage]:
+        out = []
         for vm, rec in self.drains.items():
-            still_drained = rec.status is not DrainStatus.PENDING and not (
-                rec.want is DrainWant.RESTORED and rec.status is DrainStatus.RESTORED)
-            if still_drained and rec.event_id not in self.platform_owned:
-                out.add(vm)
+            if not _drained(rec) or self.truth.get(vm) is None or self.truth[vm].deleted:
+                continue  # a VM the platform deleted is in no maintenance of ours
+            asked = self.drain_requested_at.get((vm, rec.event_id, rec.attempt), self.now)
+            if not self.exempt(rec.event_id, asked):
+                basis = self.basis_at.get((vm, rec.event_id, rec.attempt), asked)
+                out.append(Outage(vm, rec.event_id, "drained", basis))
         for vm, eid in self.down_cause.items():
-            if vm in self.down_until and self.events[eid].started_by_ack:
-                out.add(vm)
+            ev = self.events[eid]
+            if self.truth[vm].deleted:
+                continue  # deleted by the platform: unavailable, but in no maintenance
+            if vm in self.down_until and ev.started_by_ack and (
+                    eid not in self.forced_by_operator):
+                out.append(Outage(vm, eid, "acked", ev.ack_basis))
         return out
 
-    def check_ground_truth(self) -> None:
-        ours = self.out_because_of_us()
-        for group in self.groups:
+    def check_ours(self) -> None:
+        outages = self.ours()
+        mine = {o.vm for o in outages}
+        for group in self.groups.values():
             members = set(group.members)
-            if len(members) - len(members & ours) < group.required():
-                self.violations.append(f"t={self.now:.0f} group {group.name} broken by us: "
-                                       f"{sorted(members & ours)}")
-        uds = {self.vms[vm].ud for vm in ours}
+            basis = min((o.basis for o in outages if o.vm in members), default=self.now)
+            if self.group_changed_at.get(group.name, float("-inf")) >= basis:
+                continue  # reconfigured after we decided: judged at each onset instead
+            if members & mine and len(members) - len(members & mine) < group.required():
+                self.flag(f"group {group.name} below its minimum by our outages alone: "
+                          f"{sorted(members & mine)}")
+        uds = {self.truth[o.vm].ud for o in outages if self.counts_for_budget(o.vm)}
         if len(uds) > self.policy.max_concurrent_uds:
-            self.violations.append(f"t={self.now:.0f} our outages span UDs {sorted(uds)}")
+            self.flag(f"our outages span update domains {sorted(uds)}: "
+                      f"{sorted((o.vm, o.event_id) for o in outages)}")
 
-    def check_change(self, before: Snapshot, change: Change) -> None:
-        """Strict: a reservation or approval by the core keeps every promise at that moment."""
-        new, old = change.decision, change.previous
-        added = set(new.reserved) - set(old.reserved if old else [])
-        approved_now = new.state is S.APPROVED and (old is None or old.approval != new.approval)
-        forced = any(t.to is S.FORCED for t in new.history)
-        if new.best_effort or forced or new.force_reason:
-            return  # the platform's outage (or an operator's override), not our decision
-        if not added and not approved_now:
-            return
-        holders: dict[str, set[str]] = {}
-        for d in before.decisions.values():
-            for vm in d.reserved:
-                holders.setdefault(vm, set()).add(d.event_id)
-        for vm in new.reserved:
-            holders.setdefault(vm, set()).add(new.event_id)
-        for vm, events in holders.items():
-            if len(events) > 1 and new.event_id in events:
-                self.violations.append(f"{vm} reserved by {sorted(events)} at once")
-
-        def available(vm: str) -> bool:
-            view = before.vms.get(vm)
-            rec = before.drains.get(vm)
-            in_use = rec is not None and (rec.want is DrainWant.DRAINED or
-                                          rec.status is not DrainStatus.RESTORED)
-            return bool(view and view.live) and not holders.get(vm) and not in_use
-
-        for group in self.groups:
+    def check_action(self, what: str, event_id: str, taken: list[str],
+                     decided_at: float, exempt: bool) -> None:
+        """At the moment an action of ours takes `taken` out: every group as configured
+        now, counting what was out before the decision, keeps its minimum."""
+        fresh = [vm for vm in taken if vm in self.truth and not self.out_of_service(vm)]
+        if not fresh or exempt:
+            return  # nothing new out, or an operator's force: theirs, not ours
+        before = {vm for vm in self.truth if self.out_of_service(vm)
+                  and self.out_since(vm) < decided_at}
+        before |= {o.vm for o in self.ours()}
+        for group in self.groups.values():
             members = set(group.members)
-            if not members & set(new.reserved):
+            if not members & set(fresh):
                 continue
-            left = sum(1 for vm in members if available(vm))
+            unknown = {m for m in members if m not in self.truth}
+            left = len(members) - len((before | set(fresh) | unknown) & members)
             if left < group.required():
-                self.violations.append(
-                    f"t={self.now:.0f} {new.event_id} {new.state} leaves {group.name} at "
-                    f"{left} < {group.required()}")
-        uds = {before.vms[vm].ud for vm, ev in holders.items() if ev and vm in before.vms}
+                self.flag(f"{what} of {event_id} takes {sorted(members & set(fresh))}, "
+                          f"leaving group {group.name} at {left} (min {group.required()})")
+        uds = {self.truth[o.vm].ud for o in self.ours() if self.counts_for_budget(o.vm)} | {
+            self.truth[v].ud for v in fresh if self.counts_for_budget(v)}
         if len(uds) > self.policy.max_concurrent_uds:
-            self.violations.append(f"t={self.now:.0f} {new.event_id} reserves UDs {sorted(uds)}")
-        cap = self.policy.unavailable_cap(len(self.vms))
-        if cap is not None:
-            down = sum(1 for vm in self.vms if not available(vm))
-            if down > cap:
-                self.violations.append(f"t={self.now:.0f} {down} VMs unavailable > cap {cap}")
+            self.flag(f"{what} of {event_id} makes our outages span UDs {sorted(uds)}")
+
+    def check_approval(self, eid: str) -> None:
+        """When we approve (not an operator's force): the update domains of our outages now
+        and of what the event really takes stay within the budget."""
+        ev = self.events.get(eid)
+        if ev is None or eid in self.forced_by_operator or self.policy.dry_run:
+            return
+        uds = {self.truth[o.vm].ud for o in self.ours()
+               if o.event_id != eid and self.counts_for_budget(o.vm)}
+        uds |= {self.truth[vm].ud for vm in ev.resources
+                if self.counts_for_budget(vm) and not self.truth[vm].deleted}
+        if len(uds) > self.policy.max_concurrent_uds:
+            self.flag(f"approval of {eid} while our outages and its Resources span UDs "
+                      f"{sorted(uds)}")
+
+    def counts_for_budget(self, vm: str) -> bool:
+        """Every VM counts in the domain budget, but one that runs no agent when the
+        operator declared such VMs outside every group and budget (and it is in none)."""
+        t = self.truth.get(vm)
+        if t is None:
+            return False
+        return t.agent or self.policy.unmanaged_vms != "outside" or any(
+            vm in g.members for g in self.groups.values())
+
+    def flag(self, message: str) -> None:
+        self.violations.append(f"t={self.now - 1_700_000_000:.0f} {message}")
+
+    # ------------------------------------------------------------ the store as seen
+
+    def registered(self) -> dict[str, VMView]:
+        """What `vms/` + `vm-state/` tell the coordinator: agents only, their reported UD;
+        a deleted VM's `vm-state/` stays (not live) until an operator forgets it."""
+        out = {}
+        for vm, t in self.truth.items():
+            if not t.agent:
+                continue
+            out[vm] = VMView(vm, t.fd, t.ud if t.reports_ud else None, self.live(vm))
+        return out
+
+    def mirror(self) -> tuple:
+        return (self.now, dict(self.records), self.registered(), dict(self.drains),
+                dict(self.drain_version), dict(self.stored_groups), set(self.corrupt_groups),
+                dict(self.overrides), dict(self.acks))
+
+    def snapshot(self, lag: int) -> tuple[Snapshot, float, dict[str, int]]:
+        """The core's input from a mirror `lag` steps old (decisions and acks fresh, as
+        the leader reads them), the time of that mirror, and its drain versions."""
+        past = self.history[-1 - lag] if len(self.history) > lag else self.mirror()
+        at, events, vms, drains, drain_versions, groups, corrupt, overrides, acks = past
+        groups = {n: g for n, g in groups.items() if n not in corrupt}
+        unreadable = Unreadable() if self.fail_open_on_corrupt else Unreadable(
+            groups=frozenset(corrupt))
+        snap = Snapshot(now=self.now, policy=self.policy, vms=vms,
+                        groups=list(groups.values()), events=events,
+                        decisions=dict(self.decisions), drains=drains,
+                        acks=acks if self.acks_from_mirror else dict(self.acks),
+                        overrides=overrides, unreadable=unreadable)
+        return snap, at, drain_versions
 
     # ------------------------------------------------------------ the coordinator
 
-    def coordinate(self, lose_writes: bool = False) -> None:
-        snap = self.snapshot()
+    def coordinate(self) -> None:
+        lag = self.rng.choice([0, 0, 1, 2, LAG_STEPS])
+        snap, basis, drain_versions = self.snapshot(lag)
+        if any(drain_versions.get(vm, -1) < v for vm, v in self.leader_wrote.items()):
+            self.counts["passes_behind_own_writes"] += 1
+            return  # the leader waits until its mirror shows its own drain writes
+        versions = dict(self.decision_version)
         changes = decide(snap)
-        if lose_writes and changes:  # the leader dies mid-pass: a suffix is never written
+        if changes and self.rng.random() < 0.05:  # the leader dies mid-pass
             changes = changes[: self.rng.randrange(len(changes))]
+            self.counts["lost_writes"] += 1
+        if self.rng.random() < 0.3:
+            self.ackers()  # an acker claims between the leader's read and its writes
         for change in changes:
-            self.check_change(snap, change)
-            if change.decision.best_effort or change.decision.state is S.FORCED:
-                self.platform_owned.add(change.decision.event_id)
-            self.decisions[change.decision.event_id] = change.decision
+            eid = change.decision.event_id
+            if self.decision_version.get(eid) != versions.get(eid):
+                self.counts["fenced_writes"] += 1
+                break  # an acker's claim moved the decision: the write fails; re-read
+            if any(self.drain_version.get(vm) != drain_versions.get(vm)
+                   for vm in [*(r.vm for r in change.drains), *change.checks]):
+                self.counts["drain_conflicts"] += 1
+                break  # an agent wrote the drain record since the mirror saw it
+            claim = self.acks.get(eid)
+            old = self.decisions.get(eid)
+            if (old is not None and old.state is S.APPROVED and claim is not None
+                    and claim.approval == old.approval and claim.state is not AckState.REJECTED
+                    and change.decision.approval == old.approval
+                    and change.decision.state in (S.READY, S.DRAINING, S.HELD)):
+                self.flag(f"approval {old.approval} of {eid} taken back while its "
+                          "acknowledgement was claimed")
+            self.decisions[eid] = change.decision
+            self.decision_version[eid] = self.decision_version.get(eid, -1) + 1
             for rec in change.drains:
                 self.drains[rec.vm] = rec
-            snap = self.snapshot()
-        self.counts["passes"] = self.counts.get("passes", 0) + 1
+                self.drain_version[rec.vm] = self.drain_version.get(rec.vm, -1) + 1
+                drain_versions[rec.vm] = self.drain_version[rec.vm]
+                self.leader_wrote[rec.vm] = self.drain_version[rec.vm]
+                if rec.want is DrainWant.DRAINED:  # a restore request keeps the onset
+                    self.drain_requested_at[(rec.vm, rec.event_id, rec.attempt)] = self.now
+                    self.basis_at[(rec.vm, rec.event_id, rec.attempt)] = basis
+            old = change.previous
+            if change.decision.state is S.APPROVED and (old is None or
+                                                        old.approval != change.decision.approval):
+                self.basis_at[(eid, "approval", change.decision.approval)] = basis
+                self.check_approval(eid)
+            versions[eid] = self.decision_version[eid]
+        self.counts["passes"] += 1
 
-    # ------------------------------------------------------------ the world moves
+    # ------------------------------------------------------------ the platform
 
     def schedule(self) -> None:
         kind = self.rng.choice([EventType.REBOOT] * 4 + [EventType.REDEPLOY, EventType.FREEZE,
                                                          EventType.PREEMPT, EventType.TERMINATE])
-        ud = self.rng.choice(sorted({v.ud for v in self.vms.values()}))
-        in_ud = sorted(n for n, v in self.vms.items() if v.ud == ud)
+        alive = [n for n, t in self.truth.items() if not t.deleted]
+        if not alive:
+            return
+        ud = self.rng.choice(sorted({self.truth[n].ud for n in alive}))
+        in_ud = sorted(n for n in alive if self.truth[n].ud == ud)
         resources = self.rng.sample(in_ud, self.rng.randint(1, len(in_ud)))
-        if self.rng.random() < 0.05:  # a misbehaving platform: more than one UD
-            resources.append(self.rng.choice(sorted(self.vms)))
-        if self.rng.random() < 0.03:
-            resources.append("not-our-vm")
+        unmanaged = [n for n in in_ud if not self.truth[n].agent]
+        if unmanaged and self.rng.random() < 0.2:
+            resources = unmanaged  # maintenance of the VMs that run no agent
+        if self.rng.random() < 0.05:  # Resources that span two update domains
+            resources.append(self.rng.choice(alive))
+        busy = [vm for e in self.events.values() if e.status != "Gone" for vm in e.resources
+                if vm in alive]
+        if busy and self.rng.random() < 0.05:  # a VM listed in two events
+            resources.append(self.rng.choice(busy))
+        eid = self.add_event(kind, resources)
+        if self.rng.random() < 0.03:  # hardware failure: straight to Started
+            self.start(eid, by_ack=False)
+
+    def add_event(self, kind: EventType, resources: list[str]) -> str:
         self.next_id += 1
         eid = f"E{self.next_id:04d}"
-        immediate = self.rng.random() < 0.03  # hardware failure: straight to Started
-        record = PlatformEvent(event_id=eid, event_type=kind, status=PlatformStatus.SCHEDULED,
-                               resources=list(dict.fromkeys(resources)),
-                               not_before=self.now + NOTICE[kind], seen_by=[])
-        self.events[eid] = PlatformEventState(record, duration=self.rng.uniform(5, 300))
-        if immediate:
-            self.start(eid, by_ack=False)
-        self.counts["events"] = self.counts.get("events", 0) + 1
+        ev = TrueEvent(eid, kind, list(dict.fromkeys(resources)), self.now + NOTICE[kind],
+                       duration=self.rng.uniform(5, 300), created_at=self.now)
+        self.events[eid] = ev
+        self.bump(ev.resources)
+        self.counts["events"] += 1
+        return eid
+
+    def bump(self, vms: list[str]) -> None:
+        """Every VM sees the events of the set: any change is a new document for all."""
+        for vm in self.truth:
+            self.incarnation[vm] = self.incarnation.get(vm, 0) + 1
 
     def start(self, eid: str, by_ack: bool) -> None:
-        state = self.events[eid]
-        if state.record.status is not PlatformStatus.SCHEDULED:
+        ev = self.events[eid]
+        if ev.status != "Scheduled":
             return
-        state.record = state.record.model_copy(update={"status": PlatformStatus.STARTED,
-                                                       "not_before": None})
-        state.started_by_ack = by_ack
-        state.ends_at = self.now + state.duration
-        for vm in state.record.resources:
-            freeze = state.record.event_type is EventType.FREEZE
-            if vm in self.vms and not freeze and state.ends_at > self.down_until.get(vm, 0):
-                self.down_until[vm] = state.ends_at
-                self.down_cause[vm] = eid
-        self.counts["acked" if by_ack else "forced"] = (
-            self.counts.get("acked" if by_ack else "forced", 0) + 1)
+        ev.status = "Started"
+        ev.started_by_ack = by_ack
+        ev.start_resources = list(ev.resources)
+        ev.ends_at = self.now + ev.duration
+        self.impact(ev)
+        self.bump(ev.resources)
+        self.counts["acked" if by_ack else "forced"] += 1
+
+    def impact(self, ev: TrueEvent) -> None:
+        ev.impacts += 1
+        if ev.kind is EventType.FREEZE:
+            return
+        assert ev.ends_at is not None
+        for vm in ev.resources:
+            t = self.truth.get(vm)
+            if t is None:
+                continue
+            if ev.kind in (EventType.TERMINATE, EventType.PREEMPT) and not t.deleted:
+                t.deleted = True  # deleted or evicted (Azure's meaning): it never returns
+                self.counts["deleted"] += 1
+                self.replace_vm(vm)
+            if ev.ends_at > self.down_until.get(vm, 0):
+                self.down_until[vm] = ev.ends_at
+                self.down_since.setdefault(vm, self.now)
+                self.down_cause[vm] = ev.event_id
+
+    def replace_vm(self, vm: str) -> None:
+        """The scale set replaces a deleted VM; its groups take the newcomer (as the data
+        system would re-replicate), so the cluster does not wither away."""
+        old = self.truth[vm]
+        self.next_vm = getattr(self, "next_vm", len(self.truth))
+        name = f"vm-{self.next_vm}"
+        self.next_vm += 1
+        self.truth[name] = TrueVM(name, fd=old.fd, ud=old.ud, agent=old.agent)
+        self.incarnation[name] = 1
+        for gname, group in list(self.groups.items()):
+            if vm in group.members and self.rng.random() < 0.7:
+                members = [name if m == vm else m for m in group.members]
+                self.groups[gname] = group.model_copy(update={"members": members})
+                self.stored_groups[gname] = self.groups[gname]
+                self.group_changed_at[gname] = self.now
 
     def platform_tick(self) -> None:
-        for eid, state in list(self.events.items()):
-            rec = state.record
-            if rec.status is PlatformStatus.SCHEDULED and rec.not_before is not None and (
-                    self.now >= rec.not_before):
+        for eid, ev in list(self.events.items()):
+            if ev.status == "Scheduled" and self.now >= ev.not_before:
                 self.start(eid, by_ack=False)
-            elif rec.status is PlatformStatus.STARTED and state.ends_at is not None and (
-                    self.now >= state.ends_at):
-                state.record = rec.model_copy(update={"status": PlatformStatus.GONE})
-            elif (rec.status is PlatformStatus.SCHEDULED and self.rng.random() < 0.01):
-                state.record = rec.model_copy(update={"status": PlatformStatus.GONE})  # cancel
-        for vm, until in list(self.down_until.items()):
-            if self.now >= until:
-                del self.down_until[vm]
-        for vm, until in list(self.crashed_until.items()):
-            if self.now >= until:
-                del self.crashed_until[vm]
+            elif ev.status == "Started" and ev.ends_at is not None and self.now >= ev.ends_at:
+                ev.status = "Gone"
+                self.bump(ev.resources)
+            elif ev.status == "Started" and ev.impacts == 1 and self.rng.random() < 0.02:
+                self.impact(ev)  # a second impact while Started
+            elif ev.status == "Scheduled" and self.platform_reshapes:
+                roll = self.rng.random()
+                if roll < 0.01:
+                    ev.status = "Gone"  # cancelled
+                    self.bump(ev.resources)
+                elif roll < 0.03:  # the platform reshapes it: Resources grow or shrink
+                    alive = [n for n, t in self.truth.items() if not t.deleted]
+                    same = [n for n in alive if self.truth[n].ud in
+                            {self.truth[r].ud for r in ev.resources if r in self.truth}]
+                    extra = [n for n in same if n not in ev.resources]
+                    if extra and self.rng.random() < 0.7:
+                        ev.resources.append(self.rng.choice(extra))
+                        self.counts["resources_grew"] += 1
+                    elif len(ev.resources) > 1:
+                        ev.resources.pop(self.rng.randrange(len(ev.resources)))
+                    self.bump(ev.resources)
+        for table in (self.down_until, self.crashed_until):
+            for vm, until in list(table.items()):
+                if self.now >= until and not self.truth[vm].deleted:
+                    del table[vm]
+        for vm in list(self.down_since):
+            if vm not in self.down_until and vm not in self.crashed_until:
+                del self.down_since[vm]
+        for vm in list(self.down_cause):
+            if vm not in self.down_until:
+                del self.down_cause[vm]
+
+    def listed(self, vm: str) -> list[TrueEvent]:
+        """The events in `vm`'s IMDS document now (it may forget one for a poll)."""
+        out = []
+        for ev in self.events.values():
+            if ev.status == "Gone":
+                continue
+            if self.rng.random() < 0.02:
+                self.counts["imds_flaps"] += 1
+                self.incarnation[vm] += 1  # a document without it is a new document
+                continue
+            out.append(ev)
+        return out
+
+    # ------------------------------------------------------------ the agents
 
     def relay(self) -> None:
-        """Agents report what they see, possibly late, duplicated or out of order."""
-        for eid, state in self.events.items():
-            if self.rng.random() < 0.2:
-                continue  # this poll missed it; stale view for now
-            seen = [vm for vm in state.record.resources if self.live(vm)]
-            seen += [vm for vm in self.rng.sample(sorted(self.vms), 2) if self.live(vm)]
-            old = self.view.get(eid)
-            record = state.record
-            if old is not None:
-                order = [PlatformStatus.SCHEDULED, PlatformStatus.STARTED, PlatformStatus.GONE]
-                if order.index(old.status) > order.index(record.status):
-                    record = old  # a stale report never moves status backwards
-            started_at = old.started_at if old and old.started_at else None
-            if started_at is None and record.status is not PlatformStatus.SCHEDULED and (
-                    state.ends_at is not None):
-                started_at = self.now
-            gone_at = old.gone_at if old and old.gone_at else (
-                self.now if record.status is PlatformStatus.GONE else None)
-            self.view[eid] = record.model_copy(update={
-                "seen_by": sorted(set(old.seen_by if old else []) | set(seen)),
-                "started_at": started_at, "gone_at": gone_at})
+        for vm, t in self.truth.items():
+            if not self.live(vm) or self.rng.random() < 0.25:
+                continue  # down, or this agent's poll is late
+            seen_at = self.now + t.skew
+            listed = self.listed(vm)
+            incarnation = self.incarnation[vm]
+            for ev in listed:
+                doc = ScheduledEvent.model_validate({
+                    "EventId": ev.event_id, "EventType": ev.kind.value,
+                    "EventStatus": ev.status, "Resources": ev.resources,
+                    "NotBefore": ev.not_before if ev.status == "Scheduled" else ""})
+                seen = observed(doc, incarnation, vm, seen_at)
+                self.records[ev.event_id] = merge(self.records.get(ev.event_id), seen, seen_at)
+            present = {ev.event_id for ev in listed}
+            for eid, rec in list(self.records.items()):
+                if eid in present or vm in rec.gone_by:
+                    continue
+                witnesses = set(rec.seen_by) | set(rec.resources)
+                orphan = rec.status is not PlatformStatus.GONE and not any(
+                    self.live(w) for w in witnesses - {vm})
+                if vm not in witnesses and not orphan:
+                    continue  # the agent only follows its own events, and orphans
+                gone = mark_gone(rec, vm, incarnation, seen_at)
+                if gone is not None:
+                    self.records[eid] = gone
 
-    def agents(self) -> None:
+    def drain_agents(self) -> None:
         for vm, rec in list(self.drains.items()):
             if not self.live(vm) or rec.status not in (DrainStatus.PENDING, DrainStatus.RUNNING):
                 continue
             roll = self.rng.random()
+            if rec.status is DrainStatus.PENDING and rec.want is DrainWant.DRAINED:
+                key = (vm, rec.event_id, rec.attempt)
+                asked = self.drain_requested_at.get(key, self.now)
+                if not self.exempt(rec.event_id, asked):
+                    self.check_action("drain", rec.event_id, [vm],
+                                      self.basis_at.get(key, asked), exempt=False)
             if rec.want is DrainWant.DRAINED:
-                if roll < 0.03:
-                    status = DrainStatus.FAILED
-                elif roll < 0.7:
-                    status = DrainStatus.DRAINED
-                else:
-                    status = DrainStatus.RUNNING
+                status = (DrainStatus.FAILED if roll < 0.03 else DrainStatus.DRAINED
+                          if roll < 0.7 else DrainStatus.RUNNING)
             else:
                 status = DrainStatus.RESTORED if roll < 0.8 else DrainStatus.RUNNING
             self.drains[vm] = rec.model_copy(update={"status": status, "detail": "sim"})
-        for eid, decision in self.decisions.items():
-            if decision.state is not S.APPROVED or decision.acker is None:
+            self.drain_version[vm] = self.drain_version.get(vm, -1) + 1
+
+    def ackers(self) -> None:
+        for eid, decision in list(self.decisions.items()):
+            acker = decision.acker
+            if decision.state is not S.APPROVED or acker is None or not self.live(acker):
                 continue
-            if not self.live(decision.acker) or self.rng.random() < 0.3:
+            if self.rng.random() < 0.3:
+                continue  # not polled yet
+            ev = self.events.get(eid)
+            if ev is None or ev.status != "Scheduled":
                 continue
-            key = (eid, decision.approval)
             existing = self.acks.get(eid)
-            if existing and existing.approval == decision.approval:
+            if existing and existing.approval >= decision.approval:
                 continue  # at most one POST per approval
-            state = self.events.get(eid)
-            if state is None or state.record.status is not PlatformStatus.SCHEDULED:
+            covered = {vm.casefold() for vm in decision.approved}
+            if self.acker_checks_coverage and (
+                    not covered or any(vm.casefold() not in covered for vm in ev.resources)):
+                self.counts["acker_refused"] += 1
+                continue  # its IMDS lists a VM the approval does not cover
+            # the claim: compare-and-set on the decision version it read (it bumps it)
+            self.decision_version[eid] = self.decision_version.get(eid, -1) + 1
+            claim = AckRecord(event_id=eid, approval=decision.approval, vm=acker,
+                              state=AckState.SENDING, at=self.now)
+            self.acks[eid] = claim
+            if self.rng.random() < 0.03:  # the agent dies between claim and POST
+                self.counts["lost_claims"] += 1
                 continue
-            self.acks_sent[key] = self.acks_sent.get(key, 0) + 1
-            rejected = self.rng.random() < 0.05
-            self.acks[eid] = AckRecord(event_id=eid, approval=decision.approval,
-                                       vm=decision.acker,
-                                       state=AckState.REJECTED if rejected else AckState.ACCEPTED)
-            if not rejected:
-                self.start(eid, by_ack=True)
+            self.post(eid, decision, claim)
+
+    def post(self, eid: str, decision: Decision, claim: AckRecord) -> None:
+        ev = self.events[eid]
+        key = (eid, decision.approval)
+        self.acks_sent[key] = self.acks_sent.get(key, 0) + 1
+        self.posts[eid] += 1
+        rejected = self.rng.random() < 0.05  # e.g. a stale incarnation
+        self.acks[eid] = claim.model_copy(update={
+            "state": AckState.REJECTED if rejected else AckState.ACCEPTED})
+        if rejected:
+            return
+        self.effective_posts[eid] += 1
+        decided = self.basis_at.get((eid, "approval", decision.approval), self.now)
+        ev.ack_basis = decided
+        self.check_action("acknowledgement", eid, list(ev.resources), decided,
+                          exempt=eid in self.forced_by_operator)
+        if self.policy.rule(ev.kind) is TypeRule.DRAIN and eid not in self.forced_by_operator:
+            for vm in ev.resources:
+                rec = self.drains.get(vm)
+                if (self.live(vm) and vm in self.registered()
+                        and not (rec and rec.want is DrainWant.DRAINED
+                                 and rec.status is DrainStatus.DRAINED)):
+                    self.flag(f"acknowledgement of {eid} takes {vm} undrained")
+        self.start(eid, by_ack=True)
+
+    def resolve_claims(self) -> None:
+        """An acker that lost a claim's outcome resolves it from IMDS (agent/ack.py)."""
+        for eid, rec in list(self.acks.items()):
+            if rec.state is not AckState.SENDING or not self.live(rec.vm):
+                continue
+            ev = self.events.get(eid)
+            if ev is None or ev.status != "Scheduled":
+                self.acks[eid] = rec.model_copy(update={"state": AckState.ACCEPTED})
+            elif self.now - rec.at > 60:
+                self.acks[eid] = rec.model_copy(update={"state": AckState.REJECTED})
+
+    # ------------------------------------------------------------ operators and config
+
+    def operators(self) -> None:
+        roll = self.rng.random()
+        if roll < 0.01 and self.groups:  # a group changes
+            name = self.rng.choice(sorted(self.groups))
+            group = self.groups[name]
+            members = list(group.members)
+            candidates = [n for n, t in self.truth.items() if t.agent and n not in members]
+            if candidates and self.rng.random() < 0.5:
+                members.append(self.rng.choice(candidates))
+            elif len(members) > 2:
+                members.pop(self.rng.randrange(len(members)))
+            self.groups[name] = group.model_copy(update={"members": members})
+            self.stored_groups[name] = self.groups[name]
+            self.group_changed_at[name] = self.now
+            self.counts["group_changes"] += 1
+        elif roll < 0.015 and self.groups:  # a hand-written group that does not decode
+            self.corrupt_groups.add(self.rng.choice(sorted(self.groups)))
+            self.counts["corrupt_records"] += 1
+        elif roll < 0.02 and self.corrupt_groups:
+            self.corrupt_groups.clear()
+        elif roll < 0.022:
+            held = [d for d in self.decisions.values() if d.state is S.HELD
+                    and d.event_id not in self.overrides]
+            if held:
+                d = self.rng.choice(held)
+                self.overrides[d.event_id] = Override(
+                    event_id=d.event_id, force="sim", skip_drain=self.rng.random() < 0.3)
+                self.forced_by_operator.add(d.event_id)
+                self.counts["operator_forces"] += 1
+        elif roll < 0.025:
+            failed = [d for d in self.decisions.values() if d.state is S.FAILED]
+            if failed:
+                d = self.rng.choice(failed)
+                ov = self.overrides.get(d.event_id) or Override(event_id=d.event_id)
+                self.overrides[d.event_id] = ov.model_copy(update={
+                    "retry": max(ov.retry, d.retry_seen) + 1, "by": "sim"})
+                self.counts["operator_retries"] += 1
+        for name in self.provider_groups:  # the provider: members live now, durably kept
+            group = self.groups[name]
+            listed = [m for m in group.members if self.live(m)]
+            members, seen = durable_members(self.stored_groups.get(name), listed, self.now,
+                                            None)
+            stored = group.model_copy(update={"members": members, "member_seen": seen})
+            self.stored_groups[name] = stored
 
     def nemesis(self) -> None:
-        roll = self.rng.random()
-        if roll < 0.04:
-            vm = self.rng.choice(sorted(self.vms))
-            self.crashed_until[vm] = self.now + self.rng.uniform(10, 600)
-            self.counts["crashes"] = self.counts.get("crashes", 0) + 1
+        if self.rng.random() < 0.04:
+            vm = self.rng.choice(sorted(self.truth))
+            if not self.truth[vm].deleted:
+                self.crashed_until[vm] = self.now + self.rng.uniform(10, 600)
+                self.down_since.setdefault(vm, self.now)
+                self.counts["crashes"] += 1
+
+    # ------------------------------------------------------------ time
 
     def step(self, schedule_rate: float = 0.08) -> None:
+        self.steps += 1
         self.now += self.rng.uniform(1, 30)
         if self.rng.random() < schedule_rate:
             self.schedule()
         self.nemesis()
         self.platform_tick()
+        self.operators()
         self.relay()
-        self.agents()
-        self.check_ground_truth()
+        self.drain_agents()
+        self.resolve_claims()
+        self.ackers()
+        self.check_ours()
+        self.history.append(self.mirror())
+        del self.history[: -LAG_STEPS - 1]
         if self.rng.random() < 0.9:  # sometimes the coordinator lags a step
-            self.coordinate(lose_writes=self.rng.random() < 0.05)
-        self.check_ground_truth()
+            self.coordinate()
+        self.check_ours()
+
+    def heal(self) -> None:
+        """Faults stop: records decode again and the platform stops reshaping."""
+        self.corrupt_groups.clear()
 
     def unfinished(self) -> list[str]:
         """Events whose decision has not reached a terminal state."""
         out = []
-        for eid in self.events:
+        for eid, ev in self.events.items():
+            if eid not in self.records:
+                continue  # no agent ever saw it (it lived between polls): not ours to end
             decision = self.decisions.get(eid)
             terminal = decision is not None and (
                 decision.state is S.RESTORED or
                 (decision.state is S.CANCELLED and not decision.reserved))
             if not terminal:
-                out.append(f"{eid}: {decision.state if decision else 'no decision'} "
-                           f"{decision.reason if decision else ''}")
+                out.append(f"{eid} ({ev.status}): {decision.state if decision else 'no decision'}"
+                           f" {decision.reason if decision else ''}")
         return out
 
 
-def run(seed: int, steps: int, drain_steps: int = 600) -> World:
+def _drained(rec: DrainRecord) -> bool:
+    """The VM is out of service for this drain record (ground truth of the hook)."""
+    if rec.want is DrainWant.DRAINED:
+        return rec.status in (DrainStatus.RUNNING, DrainStatus.DRAINED, DrainStatus.FAILED)
+    return rec.status is not DrainStatus.RESTORED
+
+
+def run(seed: int, steps: int, drain_steps: int = 800) -> World:
     """`steps` steps of random maintenance, then quiet until every event has ended."""
     world = World.random(random.Random(seed))
     for _ in range(steps):
         world.step()
+    world.heal()
     for _ in range(drain_steps):
         if not world.unfinished():
             break
         world.step(schedule_rate=0.0)
     return world
+
+
+def with_policy(world: World, **changes: object) -> World:
+    return replace(world, policy=world.policy.model_copy(update=changes))
