@@ -208,9 +208,11 @@ class NetLab:
                          f"{kbit}kbit", "burst", "4kb", "latency", "2000ms")
 
     def heal(self, nodes: Iterable[Node] | None = None) -> None:
-        """Remove every partition, loss and slow link (of `nodes`, default all)."""
+        """Remove every partition, loss and slow link touching `nodes` (default: all):
+        their own filters and every other node's blocks of their addresses."""
         with self._lock:
             chosen = list(nodes) if nodes is not None else list(self.nodes.values())
+            ips = {node.ip for node in chosen}
             names = set()
             for node in chosen:
                 node.out_block.clear()
@@ -219,10 +221,11 @@ class NetLab:
                 names.add(node.name)
                 if node.slow_kbit:
                     self.set_slow(node, None)
-            if nodes is None:  # blocks pointing at them from elsewhere too
-                for node in self.nodes.values():
-                    node.out_block.clear()
-                    node.in_block.clear()
+            for node in self.nodes.values():
+                if node.out_block & ips or node.in_block & ips:
+                    node.out_block -= ips
+                    node.in_block -= ips
+                    names.add(node.name)
             self._apply(names)
 
     def host_node(self) -> Node:
