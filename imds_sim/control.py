@@ -15,10 +15,14 @@ from imds_sim.schemas import (
     ClockView,
     ClusterSpec,
     ClusterView,
+    EventChange,
     EventRequest,
     EventView,
     FaultRequest,
     FaultView,
+    ImpactRequest,
+    ImpactView,
+    ResourcesChange,
     Settings,
     Transition,
     VMView,
@@ -50,9 +54,10 @@ def vm_view(vm: VMState) -> VMView:
         mac=c.mac,
         state="down" if vm.down else "up",
         down_since=vm.down_since,
-        down_by=sorted(vm.down_by),
+        down_by=sorted({token.split("#")[0] for token in vm.down_by}),
         incarnation=vm.incarnation,
         history=[Transition(state=t.state, at=t.at, event_id=t.event_id) for t in vm.history],
+        deleted=vm.deleted,
     )
 
 
@@ -81,6 +86,11 @@ def event_view(event: Event) -> EventView:
                     effective=a.effective)
             for a in event.acks
         ],
+        delete_vms=event.delete_vms,
+        impacts=[ImpactView(due=i.due, downtime_s=i.downtime_s, down_at=i.down_at,
+                            up_at=i.up_at) for i in event.impacts],
+        resources_history=[ResourcesChange(at=at, resources=list(r))
+                           for at, r in event.resources_history],
     )  # fmt: skip
 
 
@@ -196,6 +206,26 @@ def build_control_router(state: EmulatorState) -> APIRouter:
             sim.tick(state.now())
             try:
                 return event_view(sim.event(event_id))
+            except ValueError as exc:
+                raise _fail(exc) from exc
+
+    @router.patch("/events/{event_id}", response_model=EventView)
+    def reshape(event_id: str, change: EventChange) -> EventView:
+        """Change a Scheduled event's Resources (409 once Started)."""
+        with sim.lock:
+            try:
+                return event_view(sim.reshape(event_id, change.vms, state.now(),
+                                              change.allow_multi_ud))
+            except ValueError as exc:
+                raise _fail(exc) from exc
+
+    @router.post("/events/{event_id}/impact", response_model=EventView)
+    def impact(event_id: str, request: ImpactRequest) -> EventView:
+        """A further impact of a Started event (409 unless Started)."""
+        with sim.lock:
+            try:
+                return event_view(sim.add_impact(event_id, state.now(), request.downtime_s,
+                                                 request.delay_s))
             except ValueError as exc:
                 raise _fail(exc) from exc
 

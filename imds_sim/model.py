@@ -12,6 +12,11 @@ Life cycle of an event:
               --downtime--> Completed (gone from IMDS, VMs up)
     Scheduled --cancel--> Cancelled (gone, nobody went down)
 
+The platform may also reshape an event: change a Scheduled event's Resources
+(`reshape`), add a second impact while it is Started (`add_impact`: its VMs go down again;
+it stays Started until the last impact ends), and delete the VMs it takes (`delete_vms`,
+Terminate's default): they go down for good and their IMDS never answers again.
+
 One re-entrant lock guards everything: the ticker, request handlers and tests (via
 `running_emulator().sim`) may call in from different threads.
 """
@@ -84,6 +89,16 @@ class Ack:
 
 
 @dataclass
+class Impact:
+    """One period the event's VMs are down: (down_at, up_at) once applied."""
+
+    due: float
+    downtime_s: float
+    down_at: float | None = None
+    up_at: float | None = None
+
+
+@dataclass
 class Event:
     event_id: str
     type: EventType
@@ -104,6 +119,10 @@ class Event:
     down_at: float | None = None
     ended_at: float | None = None
     acks: list[Ack] = field(default_factory=list)
+    delete_vms: bool = False
+    impacts: list[Impact] = field(default_factory=list)
+    resources_history: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+    """(virtual time, Resources) from creation on: every reshape appends one."""
 
     @property
     def active(self) -> bool:
@@ -113,10 +132,10 @@ class Event:
         if self.status is Status.SCHEDULED:
             return self.not_before
         if self.status is Status.STARTED:
-            assert self.started_at is not None
-            if self.down_at is None:
-                return self.started_at + self.impact_delay_s
-            return self.down_at + self.downtime_s
+            pending = [i.due for i in self.impacts if i.down_at is None]
+            pending += [i.down_at + i.downtime_s for i in self.impacts
+                        if i.down_at is not None and i.up_at is None]
+            return min(pending) if pending else None
         return None
 
     def signature(self) -> tuple[object, ...]:
@@ -146,8 +165,11 @@ class VMState:
     incarnation: int = 1
     signature: tuple[object, ...] = ()
     down_by: set[str] = field(default_factory=set)
+    """Tokens `<event id>#<impact>` of the impacts keeping the VM down."""
     down_since: float | None = None
     history: list[Transition] = field(default_factory=list)
+    deleted: bool = False
+    """Deleted by the platform (Terminate): down for good, its IMDS never answers."""
 
     @property
     def name(self) -> str:
@@ -155,7 +177,7 @@ class VMState:
 
     @property
     def down(self) -> bool:
-        return bool(self.down_by)
+        return bool(self.down_by) or self.deleted
 
 
 class Simulation:
@@ -251,36 +273,51 @@ class Simulation:
     def _advance(self, event: Event, at: float) -> None:
         if event.status is Status.SCHEDULED:
             self._start(event, event.not_before, "not_before")
-        elif event.down_at is None:
-            event.down_at = at
+            return
+        impact = next(i for i in event.impacts
+                      if (i.down_at is None and i.due == at)
+                      or (i.down_at is not None and i.up_at is None
+                          and i.down_at + i.downtime_s == at))
+        token = f"{event.event_id}#{event.impacts.index(impact)}"
+        if impact.down_at is None:
+            impact.down_at = at
+            if event.down_at is None:
+                event.down_at = at
             for name in event.resources:
                 vm = self._vms[name]
                 if not vm.down_by:
                     vm.down_since = at
                     vm.history.append(Transition("down", at, event.event_id))
-                vm.down_by.add(event.event_id)
-        else:
+                vm.down_by.add(token)
+                if event.delete_vms:
+                    vm.deleted = True
+            return
+        impact.up_at = at
+        for name in event.resources:
+            vm = self._vms[name]
+            vm.down_by.discard(token)
+            if not vm.down_by and vm.down_since is not None and not vm.deleted:
+                vm.down_since = None
+                vm.history.append(Transition("up", at, event.event_id))
+        if all(i.up_at is not None for i in event.impacts):
             event.status = Status.COMPLETED
             event.ended_at = at
             del self._active[event.event_id]
-            for name in event.resources:
-                vm = self._vms[name]
-                vm.down_by.discard(event.event_id)
-                if not vm.down_by and vm.down_since is not None:
-                    vm.down_since = None
-                    vm.history.append(Transition("up", at, event.event_id))
             self._refresh(event)
 
     def _start(self, event: Event, at: float, cause: str) -> None:
         event.status = Status.STARTED
         event.started_at = at
         event.start_cause = cause
+        event.impacts.append(Impact(due=at + event.impact_delay_s,
+                                    downtime_s=event.downtime_s))
         self._refresh(event)
 
-    def _refresh(self, event: Event) -> None:
-        """Bump the incarnation of every VM whose document this event's change altered."""
+    def _refresh(self, event: Event, also: frozenset[str] = frozenset()) -> None:
+        """Bump the incarnation of every VM whose document this event's change altered
+        (`also`: VMs that showed the event before the change)."""
         shown = [(e.audience, e.signature()) for e in self._active.values()]
-        for name in event.audience:
+        for name in event.audience | also:
             vm = self._vms[name]
             signature = tuple(sig for audience, sig in shown if name in audience)
             if signature != vm.signature:
@@ -359,6 +396,9 @@ class Simulation:
                 impact_delay_s=request.impact_delay_s,
                 created_at=now,
                 not_before=not_before,
+                delete_vms=(request.delete_vms if request.delete_vms is not None
+                            else request.type is EventType.TERMINATE),
+                resources_history=[(now, tuple(resources))],
             )
             self._events[event_id] = event
             self._active[event_id] = event
@@ -386,6 +426,49 @@ class Simulation:
         if not chosen:
             raise SimulationError(f"no VM in update domain {request.ud} matches")
         return chosen
+
+    def reshape(self, event_id: str, vms: list[str], now: float,
+                allow_multi_ud: bool = False) -> Event:
+        """The platform changes a Scheduled event's Resources (every document that shows it,
+        before or after, gets a new incarnation)."""
+        with self.lock:
+            self.tick(now)
+            event = self.event(event_id)
+            if event.status is not Status.SCHEDULED:
+                raise Conflict(f"event {event.event_id} is {event.status}; only a Scheduled "
+                               "event's Resources change")
+            unknown = [name for name in vms if name not in self._vms]
+            if unknown or not vms:
+                raise SimulationError(f"unknown VMs: {', '.join(unknown)}" if unknown
+                                      else "`vms` must not be empty")
+            resources = list(dict.fromkeys(vms))
+            uds = sorted({self._vms[name].config.ud for name in resources})
+            if len(uds) > 1 and not allow_multi_ud:
+                raise SimulationError(f"resources span update domains {uds} (pass "
+                                      "allow_multi_ud to simulate it)")
+            before = event.audience
+            scope = frozenset().union(*(self._vms[n].config.scope for n in resources))
+            event.resources = tuple(resources)
+            event.uds = tuple(uds)
+            event.scope = scope
+            event.audience = frozenset(name for name, vm in self._vms.items()
+                                       if name in resources or vm.config.scope & scope)
+            event.resources_history.append((now, event.resources))
+            self._refresh(event, also=before)
+            return event
+
+    def add_impact(self, event_id: str, now: float, downtime_s: float,
+                   delay_s: float = 0.0) -> Event:
+        """A second (or further) impact of a Started event: its VMs go down again."""
+        with self.lock:
+            self.tick(now)
+            event = self.event(event_id)
+            if event.status is not Status.STARTED:
+                raise Conflict(f"event {event.event_id} is {event.status}; only a Started "
+                               "event impacts again")
+            event.impacts.append(Impact(due=now + delay_s, downtime_s=downtime_s))
+            self.tick(now)
+            return event
 
     def cancel(self, event_id: str, now: float) -> Event:
         """Withdraw a Scheduled event: it vanishes from IMDS and nobody goes down."""

@@ -143,6 +143,7 @@ class VMView(BaseModel):
     down_by: list[str]
     incarnation: int
     history: list[Transition]
+    deleted: bool = False
 
 
 class ClusterView(BaseModel):
@@ -208,6 +209,9 @@ class EventRequest(Request):
     started: bool = Field(False, description="skip Scheduled, like a hardware failure")
     allow_multi_ud: bool = Field(False, description="simulate a platform that breaks the rule")
     event_id: str | None = Field(None, pattern=GUID_PATTERN)
+    delete_vms: bool | None = Field(
+        None, description="the VMs are deleted at impact and never come back "
+                          "(default: true for Terminate, false otherwise)")
 
     check_finite = field_validator("not_before", "notice_s", "downtime_s")(_finite)
 
@@ -220,6 +224,34 @@ class EventRequest(Request):
         if self.vms is not None and (self.availability_set or self.scale_set):
             raise ValueError("availability_set/scale_set filter only applies with `ud`")
         return self
+
+
+class EventChange(Request):
+    """The platform changes a Scheduled event's Resources."""
+
+    vms: list[VMName] = Field(min_length=1)
+    allow_multi_ud: bool = False
+
+
+class ImpactRequest(Request):
+    """A further impact of a Started event: its VMs go down again."""
+
+    downtime_s: float = Field(ge=0, le=86400, description="virtual s the VMs stay down")
+    delay_s: float = Field(0.0, ge=0, le=3600, description="from now until they go down")
+
+    check_finite = field_validator("downtime_s", "delay_s")(_finite)
+
+
+class ImpactView(BaseModel):
+    due: float
+    downtime_s: float
+    down_at: float | None
+    up_at: float | None
+
+
+class ResourcesChange(BaseModel):
+    at: float
+    resources: list[str]
 
 
 class AckView(BaseModel):
@@ -250,6 +282,9 @@ class EventView(BaseModel):
     down_at: float | None
     ended_at: float | None
     acks: list[AckView]
+    delete_vms: bool = False
+    impacts: list[ImpactView] = []
+    resources_history: list[ResourcesChange] = []
 
 
 # ------------------------------------------------------------------ faults

@@ -69,6 +69,22 @@ class Emulator:
         response.raise_for_status()
         return response.json()
 
+    def reshape(self, event_id: str, vms: list[str], allow_multi_ud: bool = False
+                ) -> dict[str, Any]:
+        """PATCH /control/events/{id}: the platform changes a Scheduled event's Resources."""
+        response = self.control.patch(f"/events/{event_id}",
+                                      json={"vms": vms, "allow_multi_ud": allow_multi_ud})
+        response.raise_for_status()
+        return response.json()
+
+    def impact(self, event_id: str, downtime_s: float, delay_s: float = 0.0
+               ) -> dict[str, Any]:
+        """POST /control/events/{id}/impact: a Started event's VMs go down again."""
+        response = self.control.post(f"/events/{event_id}/impact",
+                                     json={"downtime_s": downtime_s, "delay_s": delay_s})
+        response.raise_for_status()
+        return response.json()
+
     def fault(self, **body: Any) -> dict[str, Any]:
         """POST /control/faults; returns the fault (raises on 4xx)."""
         response = self.control.post("/faults", json=body)
