@@ -63,6 +63,9 @@ SUMMARIES = {
     "resume": "resume drains and approvals",
     "policy": "the decision policy: show, or set some fields (dry-run, max concurrent UDs...)",
     "groups": "replica groups: list, show, put, delete",
+    "forget": "forget a VM that is gone for good: its last known state and drain record go, "
+              "so no event waits for it (asks for confirmation; --yes for scripts)",
+    "unreadable": "records that exist but do not decode, and what each holds up; delete one",
     "audit": "the audit log, newest last",
     "placement": "choose VMs for N replicas spread over fault and update domains",
     "placement-audit": "groups that one UD or FD loss would break, with the fix",
@@ -911,6 +914,58 @@ def _show_groups(result: Any, args: argparse.Namespace, api: Api) -> str:
 
 def main_groups(argv: Sequence[str] | None = None) -> int:
     return _run("groups", argv, _groups_args, _groups, _show_groups)
+
+
+# repairs -----------------------------------------------------------
+
+
+def _forget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("vm", type=name_arg("VM name"))
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _forget(api: Api, args: argparse.Namespace) -> Any:
+    if not args.yes and not confirm(
+            f"Forget VM {args.vm}?",
+            ["its last known state and drain record are removed: no event waits for it",
+             "groups that list it keep counting it unavailable until they change"]):
+        raise CtlError("not confirmed (--yes to skip the question)")
+    return api.call("DELETE", f"/v1/vms/{quote(args.vm, safe='')}")
+
+
+def main_forget(argv: Sequence[str] | None = None) -> int:
+    return _run("forget", argv, _forget_args, _forget,
+                lambda r, a, api: f"forgot {r['vm']}: removed {', '.join(r['removed'])}")
+
+
+def _unreadable_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="{list,delete}")
+    common_options(sub.add_parser("list", help="records that do not decode (the default)"),
+                   subcommand=True)
+    delete = sub.add_parser("delete", help="remove one (operator, audited)")
+    delete.add_argument("folder", choices=["decisions", "groups", "drain", "acks",
+                                           "overrides", "events", "vm-state", "vms"])
+    delete.add_argument("name", type=name_arg("record name"))
+    common_options(delete, subcommand=True)
+
+
+def _unreadable(api: Api, args: argparse.Namespace) -> Any:
+    if (args.action or "list") == "list":
+        return api.call("GET", "/v1/unreadable")
+    return api.call("DELETE", f"/v1/unreadable/{args.folder}/{quote(args.name, safe='')}")
+
+
+def _show_unreadable(result: Any, args: argparse.Namespace, api: Api) -> str:
+    if (args.action or "list") == "delete":
+        return f"removed {result['folder']}/{result['name']}"
+    if not result:
+        return "every record decodes"
+    return table(["FOLDER", "NAME", "VERSION", "HOLDS UP"],
+                 [[r["folder"], r["name"], r["version"], r["blocks"]] for r in result])
+
+
+def main_unreadable(argv: Sequence[str] | None = None) -> int:
+    return _run("unreadable", argv, _unreadable_args, _unreadable, _show_unreadable)
 
 
 # audit -------------------------------------------------------------

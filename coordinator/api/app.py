@@ -21,7 +21,7 @@ from kazoo.exceptions import KazooException
 from prometheus_client import CollectorRegistry, Counter
 
 from coordinator.api.deps import Unavailable
-from coordinator.api.routes import admin, events, groups, health, placement, vms
+from coordinator.api.routes import admin, events, groups, health, placement, repair, vms
 from coordinator.api.routes.common import Ambiguous
 from coordinator.api.writes import Conflict, OperatorWrites
 from coordinator.node import CoordinatorNode
@@ -153,7 +153,7 @@ def create_app(node: CoordinatorNode) -> FastAPI:
 
     app.add_middleware(CountRequests, metrics=metrics)
 
-    for module in (health, vms, groups, events, placement, admin):
+    for module in (health, vms, groups, events, placement, admin, repair):
         app.include_router(module.router)
     dashboard = _optional_module(DASHBOARD_MODULE)
     if dashboard is not None:
