@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import AuthFailedError, InvalidACLError, NoAuthError
 from kazoo.protocol.states import KazooState
 
 from agent.ack import Acknowledger
@@ -30,6 +31,8 @@ from registry.zk import make_client
 
 log = logging.getLogger(__name__)
 
+PERMANENT = (NoAuthError, AuthFailedError, InvalidACLError)
+"""ZooKeeper errors that retrying cannot fix: said once, not on every tick."""
 MIN_TICK_S = 0.05
 """Real-time floor between ticks: a fast virtual clock must not turn the loop into a spin."""
 
@@ -78,6 +81,8 @@ class Agent:
         self._offline = False
         self._started = False
         self._stopped = False
+        self.problem: str | None = None
+        """A permanent ZooKeeper refusal (credentials, ACLs): said once, shown in health."""
 
     # ------------------------------------------------------------ life cycle
 
@@ -147,8 +152,12 @@ class Agent:
     def health(self) -> dict[str, Any]:
         registered = self.registration is not None and not self._needs_registration.is_set()
         connected = self.zk.connected
-        return {"ok": bool(registered and connected), "vm": self.vm_name,
-                "zookeeper": connected, "registered": registered, "imds": self._imds_ok}
+        out: dict[str, Any] = {"ok": bool(registered and connected and not self.problem),
+                               "vm": self.vm_name, "zookeeper": connected,
+                               "registered": registered, "imds": self._imds_ok}
+        if self.problem:
+            out["problem"] = self.problem
+        return out
 
     # ------------------------------------------------------------ loop
 
@@ -165,6 +174,18 @@ class Agent:
             self._wake.clear()
             try:
                 self._tick()
+                if self.problem is not None and self.registration is not None:
+                    log.info("agent %s: ZooKeeper accepts this agent again", self.vm_name)
+                    self.problem = None
+            except PERMANENT as exc:
+                reason = (f"ZooKeeper refuses this agent ({type(exc).__name__}): zk_auth "
+                          "(QG_ZK_AUTH) must be the cluster's user:password, and the "
+                          "cluster's ACLs must let it write")
+                if reason != self.problem:
+                    log.error("agent %s: %s", self.vm_name, reason)
+                else:
+                    log.debug("agent %s: %s (again)", self.vm_name, reason)
+                self.problem = reason
             except Exception as exc:
                 log.warning("agent %s: tick failed (%s: %s); continuing", self.vm_name,
                             type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))

@@ -135,3 +135,24 @@ def test_digest_auth_protects_the_agents_nodes(zk: KazooClient, zk_layout: Layou
         zk.set(zk_layout.vm_state("vm-0"), b"{}")
     assert record(zk, zk_layout.vm_state("vm-0"), VMState) is not None
     zk.add_auth("digest", "agent:s3cret")  # so the fixture can clean up
+
+
+def test_wrong_credentials_are_said_once_and_make_the_agent_unhealthy(
+        zk: KazooClient, zk_layout: Layout, make_agent: AgentFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 14.4: a wrong zk_auth was logged as a failed tick every poll, health green."""
+    make_agent("vm-0", zk_auth="agent:s3cret")  # the cluster's folders now carry its ACL
+    zk.add_auth("digest", "agent:s3cret")
+    with caplog.at_level("DEBUG", logger="agent.daemon"):
+        wrong = make_agent("vm-1", zk_auth="agent:wrong", wait=False)
+        health = wait_until(lambda: (h := wrong.health()).get("problem") and h, 15,
+                            message="the agent to report the refusal")
+        polls = wrong.metrics.value("quorumgate_agent_polls_total")
+        wait_until(lambda: len([r for r in caplog.records if "refuses this agent"
+                                in r.getMessage()]) >= 3, 15, message="a few more ticks")
+    assert not health["ok"] and "QG_ZK_AUTH" in health["problem"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"
+              and "refuses this agent" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert not [r for r in caplog.records if "tick failed" in r.getMessage()]
+    assert polls == 0
