@@ -412,6 +412,13 @@ class _EventPlanner:
                               state_since=self.snap.now, history=history[-HISTORY_LIMIT:],
                               **fields)
 
+    def note(self, code: DecisionCode, reason: str) -> None:
+        """A turn worth the timeline that does not change the state (Resources grew
+        while draining, say): in the history, the audit and the reason."""
+        history = [*self.d.history, Transition(at=self.snap.now, to=self.d.state,
+                                               reason=reason)]
+        self.d = self._update(code=code, reason=reason, history=history[-HISTORY_LIMIT:])
+
     def apply_override(self) -> None:
         """An operator's hold, force or retry, written by any replica's API."""
         ov = self.snap.overrides.get(self.event.event_id)
@@ -690,10 +697,12 @@ class _EventPlanner:
             self.reserve(self.resources)
             if self.drains_wanted():
                 self.request_drain(self.resources)
-            self.move(S.DRAINING, C.RESOURCES_CHANGED,
-                      f"Resources grew to include {', '.join(extra[:5])}: reserved; "
-                      + ("draining" if self.drains_wanted() else "nothing to drain"),
-                      approved=[], acker=None)
+            reason = (f"Resources grew to include {', '.join(extra[:5])}: reserved; "
+                      + ("draining" if self.drains_wanted() else "nothing to drain"))
+            if self.d.state is S.DRAINING:
+                self.note(C.RESOURCES_CHANGED, reason)
+            else:
+                self.move(S.DRAINING, C.RESOURCES_CHANGED, reason, approved=[], acker=None)
             return False
         self.move(S.HELD, problem.code, f"Resources grew to include {', '.join(extra[:5])}: "
                   f"{problem.held()}", approved=[], acker=None)
