@@ -76,7 +76,8 @@ NETWORK_FAULTS = ("partition_agent_zk", "partition_agent_imds", "partition_leade
                   "packet_loss", "slow_link", "expire_in_flight")
 OTHER_FAULTS = ("clock_skew_agent", "clock_jump_coordinator", "imds_fault", "hook_fail",
                 "hook_hang", "stale_event", "malformed_record")
-PLATFORM_FAULTS = ("cancel_event", "no_notice_event", "multi_ud_event", "overlapping_event")
+PLATFORM_FAULTS = ("cancel_event", "no_notice_event", "multi_ud_event", "overlapping_event",
+                   "reshape_event", "second_impact")
 FAULTS = PROCESS_FAULTS + NETWORK_FAULTS + OTHER_FAULTS + PLATFORM_FAULTS
 
 
@@ -1188,6 +1189,51 @@ class Chaos:
                     f"{other['event_id'][:8]}")
         return True
 
+    def _f_reshape_event(self) -> bool:
+        """The platform changes a Scheduled event's Resources: one VM more (of its update
+        domain) or one fewer."""
+        events = self._scheduled_events()
+        if not events:
+            return False
+        event = self.rng.choice(events)
+        vms = list(event["resources"])
+        where = self._where()
+        uds = {where[vm][1] for vm in vms}
+        grow = len(vms) == 1 or self.rng.random() < 0.6
+        if grow:
+            spare = [vm for vm, (_, ud) in where.items() if ud in uds and vm not in vms]
+            if not spare:
+                return False
+            vms.append(self.rng.choice(spare))
+        else:
+            vms.remove(self.rng.choice(vms))
+        response = self.rollout.emu.control.patch(
+            f"/events/{event['event_id']}", json={"vms": sorted(vms),
+                                                  "allow_multi_ud": len(uds) > 1})
+        if response.status_code != 200:
+            return False
+        self._begin("reshape_event", frozenset(), lambda: None, None, "platform",
+                    f"platform changes {event['event_id'][:8]}'s Resources from "
+                    f"{', '.join(event['resources'])} to {', '.join(sorted(vms))}")
+        return True
+
+    def _f_second_impact(self) -> bool:
+        started = [e for e in self.rollout.emu.control.get(
+            "/events", params={"active": True}).json() if e["status"] == "Started"]
+        if not started:
+            return False
+        event = self.rng.choice(started)
+        downtime = round(self.rng.uniform(10, 40))
+        response = self.rollout.emu.control.post(
+            f"/events/{event['event_id']}/impact",
+            json={"downtime_s": downtime, "delay_s": round(self.rng.uniform(0, 20))})
+        if response.status_code != 200:
+            return False
+        self._begin("second_impact", frozenset(), lambda: None, None, "platform",
+                    f"platform takes {event['event_id'][:8]}'s VMs "
+                    f"({', '.join(event['resources'])}) down again for {downtime} s")
+        return True
+
     # ------------------------------------------------------------ judging
 
     def rules(self) -> checker.Rules:
@@ -1250,7 +1296,10 @@ def rejudge(folder: Path) -> ChaosReport:
     events = {}
     for eid, e in t["events"].items():
         e = {**e, "resources": tuple(e["resources"]),
-             "posts": tuple(checker.Post(**p) for p in e["posts"])}
+             "posts": tuple(checker.Post(**p) for p in e["posts"]),
+             "impacts": tuple(tuple(i) for i in e.get("impacts", ())),
+             "resources_history": tuple((at, tuple(r))
+                                        for at, r in e.get("resources_history", ()))}
         events[eid] = checker.EventTruth(**e)
     timeline = checker.Timeline(
         events=events,

@@ -105,6 +105,19 @@ class EventTruth:
     down_at: float | None = None
     ended_at: float | None = None
     posts: tuple[Post, ...] = ()
+    impacts: tuple[tuple[float, float | None], ...] = ()
+    """Every period its VMs were down, `(down_at, up_at)` (None: still down); empty for
+    an emulator that only knows one impact (`down_at`..`ended_at`)."""
+    resources_history: tuple[tuple[float, tuple[str, ...]], ...] = ()
+    """`(since, resources)` as the platform changed them while Scheduled."""
+
+    def resources_at(self, at: float) -> tuple[str, ...]:
+        """Its Resources at `at` (the last change at or before it)."""
+        current = self.resources_history[0][1] if self.resources_history else self.resources
+        for since, resources in self.resources_history:
+            if since <= at:
+                current = resources
+        return current
 
     @property
     def ours(self) -> bool:
@@ -133,7 +146,11 @@ class EventTruth:
             start_cause=view.get("start_cause"), down_at=view.get("down_at"),
             ended_at=view.get("ended_at"),
             posts=tuple(Post(a["vm"], a["at"], bool(a.get("effective")))
-                        for a in view.get("acks", [])))
+                        for a in view.get("acks", [])),
+            impacts=tuple((i["down_at"], i.get("up_at")) for i in view.get("impacts", [])
+                          if i.get("down_at") is not None),
+            resources_history=tuple((c["at"], tuple(c["resources"]))
+                                    for c in view.get("resources_history", [])))
 
 
 @dataclass(frozen=True)
@@ -203,13 +220,17 @@ class Timeline:
 
 
 def down_outages(events: Iterable[EventTruth]) -> list[Outage]:
-    """Every VM down because of an event, from the platform's own times."""
+    """Every VM down because of an event, from the platform's own times: each impact
+    takes down the Resources the event had when it started."""
     out = []
     for e in events:
-        if e.down_at is None:
-            continue
-        end = e.ended_at if e.ended_at is not None and e.status != "Started" else INF
-        out.extend(Outage(vm, e.down_at, end, e.event_id, "down") for vm in e.resources)
+        vms = e.resources_at(e.started_at) if e.started_at is not None else e.resources
+        periods: list[tuple[float, float | None]] = list(e.impacts)
+        if not periods and e.down_at is not None:
+            periods = [(e.down_at, e.ended_at if e.status != "Started" else None)]
+        for down, up in periods:
+            end = up if up is not None else INF
+            out.extend(Outage(vm, down, end, e.event_id, "down") for vm in vms)
     return out
 
 
@@ -462,14 +483,16 @@ class _Safety:
             for vm in set(g.members):
                 self.groups_of[vm].append(g)
         self.boundaries = sorted({*self.index.points,
-                                  *(x for g in timeline.groups for x in (g.since, g.until))})
+                                  *(x for g in timeline.groups for x in (g.since, g.until)),
+                                  *(at for e in timeline.events.values()
+                                    for at, _ in e.resources_history)})
 
     def safe(self, event: EventTruth, at: float) -> bool:
         return self.why_not(event, at) is None
 
     def why_not(self, event: EventTruth, at: float) -> str | None:
         """None when acknowledging `event` at `at` keeps every promise, else why not."""
-        wanted = set(event.resources)
+        wanted = set(event.resources_at(at))
         holding = {o.vm: o for o in self.index.at(at) if o.event_id != event.event_id}
         out = set(holding)
         if busy := sorted(out & wanted):
@@ -560,9 +583,9 @@ def classify(timeline: Timeline, rules: Rules) -> dict[str, EventVerdict]:
         safe_s = sum(b - a for a, b in stretches)
         safe_since = stretches[-1][0] if stretches else None
         long_enough = any(b - a >= bound for a, b in stretches)
-        touched = set(e.resources) | {m for vm in e.resources
-                                      for g in safety.groups_of.get(vm, ())
-                                      for m in g.members}
+        every = {vm for _, r in e.resources_history for vm in r} | set(e.resources)
+        touched = every | {m for vm in every for g in safety.groups_of.get(vm, ())
+                           for m in g.members}
         late = None
         for a, b in stretches:
             for fa, fb in _fault_free(timeline.faults, touched, a, b):

@@ -17,6 +17,7 @@ from quorumgate.checker import (
     Timeline,
     classify,
     double_acknowledgements,
+    down_outages,
     journal_outages,
     safety_violations,
 )
@@ -244,3 +245,28 @@ def test_unfinished_events_are_reported() -> None:
     assert verdicts["P"].kind == "unfinished" and "still Scheduled" in verdicts["P"].unfinished
     assert verdicts["S"].kind == "unfinished"
     assert "vm-1 (drain)" in verdicts["S"].unfinished
+
+
+def test_every_impact_and_the_resources_at_the_start_count() -> None:
+    reshaped = EventTruth(
+        "R", ("vm-0", "vm-3"), 0.0, 900.0, "Completed", 200.0, "ack", 200.0, 400.0,
+        (Post("vm-0", 200.0, True),), impacts=((200.0, 260.0), (330.0, 400.0)),
+        resources_history=((0.0, ("vm-0",)), (100.0, ("vm-0", "vm-3"))))
+    assert reshaped.resources_at(50.0) == ("vm-0",)
+    assert reshaped.resources_at(150.0) == ("vm-0", "vm-3")
+    downs = sorted((o.vm, o.start, o.end) for o in down_outages([reshaped]))
+    assert downs == [("vm-0", 200.0, 260.0), ("vm-0", 330.0, 400.0),
+                     ("vm-3", 200.0, 260.0), ("vm-3", 330.0, 400.0)]
+
+
+def test_an_event_that_grew_is_judged_by_its_resources_at_each_moment() -> None:
+    # vm-1 (group g) is out until 300 for another event; R grows to include vm-2 at 100
+    other, o_other = acked("O", "vm-1", 0.0, back=300.0)
+    grown = EventTruth("R", ("vm-0", "vm-2"), 0.0, 900.0, "Scheduled",
+                       resources_history=((0.0, ("vm-3",)), (100.0, ("vm-0", "vm-2"))))
+    verdict = classify(timeline([other, grown], o_other, end=600.0),
+                       Rules(ack_bound_s=BOUND, max_concurrent_uds=3))["R"]
+    # vm-3 alone touches no group: safe until it grows into g at 100; then g would keep
+    # 0 of 3 while vm-1 is out, 1 of 3 after (min 2): never safe again
+    assert verdict.safe_s == 100.0
+    assert verdict.unsafe_because and verdict.unsafe_because.startswith("group g")
