@@ -352,14 +352,30 @@ def decide(snap: Snapshot) -> list[Change]:
 
 
 def _in_order(snap: Snapshot) -> list[PlatformEvent]:
-    """In-flight events first (their releases free budget), then the rest by NotBefore."""
+    """First the waiting events the platform is about to start anyway (their best-effort
+    drains reserve VMs that no approval in this pass may count on), then in-flight events
+    (their releases free budget), then the other waiting events by NotBefore."""
     def key(event: PlatformEvent) -> tuple[int, float, str]:
         decision = snap.decisions.get(event.event_id)
         waiting = decision is None or decision.state in (S.NEW, S.HELD)
         deadline = event.not_before if event.not_before is not None else float("-inf")
-        return (1 if waiting else 0, deadline, event.event_id)
+        if waiting and not (decision and decision.best_effort) and (
+                _best_effort_due(event, snap)):
+            rank = 0
+        else:
+            rank = 2 if waiting else 1
+        return (rank, deadline, event.event_id)
 
     return sorted(snap.events.values(), key=key)
+
+
+def _best_effort_due(event: PlatformEvent, snap: Snapshot) -> bool:
+    """The platform starts it soon whatever we decide: drain what we can first."""
+    if event.status is not PlatformStatus.SCHEDULED:
+        return False
+    if event.event_type in UNDELAYABLE or event.not_before is None:
+        return True
+    return snap.now >= event.not_before - snap.policy.best_effort_lead_s
 
 
 class _EventPlanner:
@@ -750,11 +766,7 @@ class _EventPlanner:
         self.move(S.HELD, problem.code, reason)
 
     def best_effort_due(self) -> bool:
-        if self.event.event_type in UNDELAYABLE:
-            return True
-        not_before = self.event.not_before
-        lead = self.snap.policy.best_effort_lead_s
-        return not_before is None or self.snap.now >= not_before - lead
+        return _best_effort_due(self.event, self.snap)
 
     def drain_progress(self) -> tuple[list[str], list[str]]:
         """(VMs still draining, failures). A lost VM has nothing left to drain: it is

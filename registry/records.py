@@ -367,7 +367,9 @@ class Policy(Record):
     """Wait before the first automatic retry; doubled for each further one."""
     gone_grace_s: float = Field(default=30.0, ge=0)
     """An event missing from IMDS is over only after this long without reappearing, and
-    only once one of its own VMs (when any is known) reported it missing."""
+    only once one of its own VMs (when any is known) reported it missing. Keep it above a
+    few of the agents' polls: a VM whose IMDS forgets an event for one poll must be
+    contradicted by another poll before the event counts as over."""
     unmanaged_vms: Literal["hold", "outside"] = "hold"
     """An event naming a VM quorumgate does not know: `hold` it (unknown is unavailable
     and may sit in any maintenance domain), or treat such VMs as `outside` every group

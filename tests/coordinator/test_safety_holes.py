@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from coordinator.safety import Snapshot, Unreadable, VMView, decide
+from coordinator.safety import GateResult, Snapshot, Unreadable, VMView, decide
 from registry.records import (
     AckRecord,
     AckState,
@@ -343,3 +343,21 @@ def test_ack_record_kinds():
     old = AckRecord(event_id="E1", approval=0, vm="vm-0", state=AckState.ACCEPTED)
     snap = step(replace(snap, acks={"E1": old}))
     assert snap.decisions["E1"].state is S.APPROVED
+
+
+def test_no_approval_in_the_pass_that_drains_a_conflicting_event_best_effort():
+    """Found by the chaos run: an in-flight event was approved and, later in the same pass,
+    a held event of the same group was drained best-effort (the platform starts it soon
+    anyway): the acknowledgement then took the group to 1 of 3. Events about to be forced
+    are decided first, so the approval sees their reservation."""
+    vms = {f"vm-{i}": VMView(f"vm-{i}", i % 3, i, True) for i in range(5)}
+    g = group("g", "vm-0", "vm-3", "vm-4", gate="http://127.0.0.1:1/health")
+    e1 = event("E1", ["vm-4"], not_before=NOW + 3600)
+    e2 = event("E2", ["vm-3"], not_before=NOW + 60)  # inside the 120 s lead: due now
+    snap = step(snapshot(vms, [g], [e1], Policy(max_concurrent_uds=2)))
+    snap = step(agents_finish_drains(snap))
+    assert snap.decisions["E1"].state is S.READY, "drained; its gate not yet checked"
+    snap = step(replace(add_event(snap, e2), gates={"g": GateResult(True)}))
+    e1d, e2d = snap.decisions["E1"], snap.decisions["E2"]
+    assert e2d.best_effort and "vm-3" in e2d.reserved
+    assert e1d.state is S.READY and e1d.code is C.UNSAFE_GROUP, e1d.reason

@@ -142,3 +142,4 @@ def test_sees_terminated_vms_that_hold_a_domain_forever(patch: pytest.MonkeyPatc
     patch.setattr(safety, "UNDELAYABLE", frozenset())
     _, unfinished = sweep()
     assert any("waiting for" in u for u in unfinished), unfinished[:5]
+

@@ -193,7 +193,7 @@ class World:
                         max_unavailable=rng.choice([None, None, 4, "30%"]),
                         drain_timeout_s=rng.choice([60.0, 600.0]),
                         best_effort_lead_s=rng.choice([0.0, 60.0, 120.0]),
-                        ack_timeout_s=60.0, gone_grace_s=rng.choice([0.0, 30.0, 60.0]),
+                        ack_timeout_s=60.0, gone_grace_s=rng.choice([30.0, 60.0]),
                         drain_retries=rng.choice([0, 2]), drain_retry_backoff_s=30.0,
                         unmanaged_vms=rng.choice(["hold", "hold", "outside"]))
         world = cls(rng=rng, policy=policy, truth=truth, groups=groups)
@@ -280,7 +280,7 @@ class World:
         if not fresh or exempt:
             return  # nothing new out, or an operator's force: theirs, not ours
         before = {vm for vm in self.truth if self.out_of_service(vm)
-                  and self.out_since(vm) < decided_at}
+                  and self.out_since(vm) <= decided_at}
         before |= {o.vm for o in self.ours()}
         for group in self.groups.values():
             members = set(group.members)
