@@ -22,18 +22,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError, RolledBackError
-from kazoo.recipe.watchers import DataWatch
 from pydantic import TypeAdapter, ValidationError
 
-from agent import zkstore
 from agent.imds import ImdsClient, ImdsError
 from agent.imds_models import ScheduledEventsDocument
 from registry.clock import Clock
-from registry.codec import decode, encode
+from registry.codec import decode
 from registry.layout import Layout
 from registry.records import AckRecord, AckState, Decision, DecisionState, Name
+from registry.zookeeper import (
+    DEFAULT_ATTEMPTS,
+    CasConflict,
+    Client,
+    NoNodeError,
+    Txn,
+    cas,
+    data_watch,
+    read,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ def _valid_name(value: str) -> bool:
 
 
 class Acknowledger:
-    def __init__(self, zk: KazooClient, layout: Layout, vm: str, imds: ImdsClient,
+    def __init__(self, zk: Client, layout: Layout, vm: str, imds: ImdsClient,
                  clock: Clock, *, retries: int = 3, resolve_after_s: float = RESOLVE_AFTER_S,
                  on_ack: Callable[[str], None] | None = None,
                  wake: Callable[[], None] | None = None) -> None:
@@ -84,7 +90,7 @@ class Acknowledger:
         current = {ev.event_id for ev in doc.events if _valid_name(ev.event_id)}
         for event_id in current - self._watched:
             self._watched.add(event_id)
-            DataWatch(self.zk, self.layout.decision(event_id), self._watcher(event_id))
+            data_watch(self.zk, self.layout.decision(event_id), self._watcher(event_id))
         self._watched &= current  # a retired event's watch ends on its next callback
 
     def _watcher(self, event_id: str) -> Callable[[bytes | None, object], bool]:
@@ -172,14 +178,14 @@ class Acknowledger:
                                               "incarnation": incarnation,
                                               "at": self.clock.now()})
 
-        stored = zkstore.update(self.zk, self.layout.ack(event_id), AckRecord, finish)
+        stored = cas(self.zk, self.layout.ack(event_id), AckRecord, finish)
         self._unrecorded.pop(event_id, None)
         return stored
 
     def _adopt_unresolved(self, event_id: str, approval: int) -> None:
         """A claim of ours for this approval that no thread of this process is sending:
         an earlier life's, or one whose commit we never heard back about."""
-        current, _ = zkstore.read(self.zk, self.layout.ack(event_id), AckRecord)
+        current = read(self.zk, self.layout.ack(event_id), AckRecord).record
         if (current is not None and current.vm == self.vm and current.approval == approval
                 and current.state is AckState.SENDING):
             log.info("%s: claim for %s (approval %d) has no known outcome; resolving it "
@@ -218,40 +224,32 @@ class Acknowledger:
         the revocation or the claim lands, never both.
         """
         path = self.layout.ack(event_id)
-        claim = encode(AckRecord(event_id=event_id, approval=approval, vm=self.vm,
-                                 state=AckState.SENDING, incarnation=incarnation,
-                                 at=self.clock.now()))
-        for _ in range(zkstore.DEFAULT_ATTEMPTS):
-            try:
-                data, stat = self.zk.get(path)
-            except NoNodeError:
-                data, stat = None, None
-            if stat is not None:
-                current = decode(AckRecord, data, path)
-                if current is None:
-                    log.warning("%s is malformed; not acknowledging (would risk a second "
-                                "send)", path)
-                    return False
-                if current.approval >= approval:
-                    return False
-            txn = self.zk.transaction()
-            if decision_read is not None:
-                txn.set_data(self.layout.decision(event_id), decision_read[0],
-                             version=decision_read[1])
-            if stat is None:
+        claim = AckRecord(event_id=event_id, approval=approval, vm=self.vm,
+                          state=AckState.SENDING, incarnation=incarnation, at=self.clock.now())
+        for _ in range(DEFAULT_ATTEMPTS):
+            current = read(self.zk, path, AckRecord)
+            if current.malformed:
+                log.warning("%s is malformed; not acknowledging (would risk a second send)",
+                            path)
+                return False
+            if current.record is not None and current.record.approval >= approval:
+                return False
+            if not current.exists:
                 self.zk.ensure_path(self.layout.acks)
-                txn.create(path, claim)
-            else:
-                txn.set_data(path, claim, version=stat.version)
-            results = txn.commit()
-            if not any(isinstance(r, Exception) for r in results):
+            txn = Txn(self.zk)
+            fence = (txn.put(self.layout.decision(event_id), decision_read[0],
+                             decision_read[1]) if decision_read is not None else None)
+            txn.put(path, claim, current.version)
+            result = txn.commit()
+            if result.ok:
                 return True
-            if decision_read is not None and isinstance(results[0], Exception) \
-                    and not isinstance(results[0], RolledBackError):
+            if result.error is not None and result.refused is None:
+                raise result.error  # not sent (connection trouble): the caller retries
+            if result.refused == fence:
                 log.info("decision for %s changed while claiming; re-reading", event_id)
                 return None
             # the ack record changed under us: re-read it
-        raise zkstore.CasConflict(f"gave up claiming {path}")
+        raise CasConflict(f"gave up claiming {path}")
 
     def _send(self, event_id: str, incarnation: int) -> tuple[AckState, str, int]:
         """POST StartRequests; on a 4xx refetch (stale incarnation?) and retry, bounded."""

@@ -13,10 +13,6 @@ import threading
 import time
 from typing import Any
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import AuthFailedError, InvalidACLError, NoAuthError
-from kazoo.protocol.states import KazooState
-
 from agent.ack import Acknowledger
 from agent.config import AgentConfig
 from agent.drain import DrainWorker
@@ -27,12 +23,10 @@ from agent.relay import EventRelay
 from registry.clock import Clock, parse_clock
 from registry.layout import Layout
 from registry.records import VMRegistration
-from registry.zk import make_client
+from registry.zookeeper import PERMANENT, Client, KazooState, make_client
 
 log = logging.getLogger(__name__)
 
-PERMANENT = (NoAuthError, AuthFailedError, InvalidACLError)
-"""ZooKeeper errors that retrying cannot fix: said once, not on every tick."""
 MIN_TICK_S = 0.05
 """Real-time floor between ticks: a fast virtual clock must not turn the loop into a spin."""
 
@@ -64,7 +58,7 @@ class Agent:
             stop=self._stop,
             on_error=lambda code: self.metrics.imds_errors.labels(code=code).inc(),
         )
-        self.zk: KazooClient = make_client(config.zk_hosts, config.zk_session_timeout_s,
+        self.zk: Client = make_client(config.zk_hosts, config.zk_session_timeout_s,
                                            config.zk_auth)
         self.zk.add_listener(self._on_zk_state)
         self.registration: VMRegistration | None = None

@@ -13,15 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 
-from kazoo.client import KazooClient
-from kazoo.recipe.watchers import DataWatch
-
-from agent import zkstore
 from agent.config import HookConfig
 from agent.hooks import HookContext, HookResult, log_tail, run_hook
 from registry.clock import Clock
 from registry.layout import Layout
 from registry.records import DrainRecord, DrainStatus, DrainWant, PlatformEvent
+from registry.zookeeper import Client, cas, data_watch, read
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +40,7 @@ def wants_run(record: DrainRecord) -> bool:
 
 
 class DrainWorker:
-    def __init__(self, zk: KazooClient, layout: Layout, vm: str, clock: Clock, *,
+    def __init__(self, zk: Client, layout: Layout, vm: str, clock: Clock, *,
                  drain_hook: HookConfig, restore_hook: HookConfig,
                  on_result: Callable[[str, str], None] | None = None,
                  wake: Callable[[], None] | None = None) -> None:
@@ -58,7 +55,7 @@ class DrainWorker:
         self._attempted: set[Key] = set()
         self._thread: threading.Thread | None = None
         self._unreported: tuple[Key, HookResult] | None = None
-        self._watch: DataWatch | None = None
+        self._watch: object | None = None
 
     @property
     def path(self) -> str:
@@ -71,7 +68,7 @@ class DrainWorker:
     def watch(self) -> None:
         """Wake the main loop on every change of our drain record (kazoo re-arms it)."""
         if self._watch is None:
-            self._watch = DataWatch(self.zk, self.path, lambda data, stat: self._wake())
+            self._watch = data_watch(self.zk, self.path, lambda data, stat: self._wake())
 
     def check(self) -> None:
         """Start the hook for a new request; retry reporting a result ZooKeeper missed."""
@@ -82,7 +79,7 @@ class DrainWorker:
                 self._unreported = None
             if self.busy:
                 return
-            record, _ = zkstore.read(self.zk, self.path, DrainRecord)
+            record = read(self.zk, self.path, DrainRecord).record
             if record is None or record.vm != self.vm:
                 return
             key = _key(record)
@@ -93,7 +90,7 @@ class DrainWorker:
                 log.info("%s: %s for %s already %s; not running the hook", self.vm,
                          record.want.value, record.event_id, record.status.value)
                 return
-            stored = zkstore.update(self.zk, self.path, DrainRecord,
+            stored = cas(self.zk, self.path, DrainRecord,
                                     lambda current: self._to_running(current, key))
             if stored is None or stored.status != DrainStatus.RUNNING or _key(stored) != key:
                 self._attempted.discard(key)  # the request changed under us: look again
@@ -145,7 +142,7 @@ class DrainWorker:
             return current.model_copy(update={"status": status, "detail": result.detail,
                                               "updated_at": self.clock.now()})
 
-        zkstore.update(self.zk, self.path, DrainRecord, finish)
+        cas(self.zk, self.path, DrainRecord, finish)
 
     def _to_running(self, current: DrainRecord | None, key: Key) -> DrainRecord | None:
         if current is None or _key(current) != key or not wants_run(current):
@@ -154,7 +151,7 @@ class DrainWorker:
                                           "updated_at": self.clock.now()})
 
     def _context(self, record: DrainRecord) -> HookContext:
-        event, _ = zkstore.read(self.zk, self.layout.event(record.event_id), PlatformEvent)
+        event = read(self.zk, self.layout.event(record.event_id), PlatformEvent).record
         action = "drain" if record.want == DrainWant.DRAINED else "restore"
         if event is None:
             return HookContext(record.event_id, "", [], None, self.vm, action)

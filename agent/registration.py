@@ -8,19 +8,15 @@ from the agent's config are joined with compare-and-set.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
-
-from agent import zkstore
 from agent.imds_models import InstanceMetadata
 from registry.clock import Clock
 from registry.codec import encode
 from registry.labels import node_labels
 from registry.layout import Layout
 from registry.records import Group, MinAvailable, VMRegistration, VMState
+from registry.zookeeper import CasConflict, Client, cas, put_ephemeral
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +26,7 @@ class RegistrationError(RuntimeError):
 
 
 class Registrar:
-    def __init__(self, zk: KazooClient, layout: Layout, clock: Clock, *,
+    def __init__(self, zk: Client, layout: Layout, clock: Clock, *,
                  vm_name: str | None = None, groups: list[str] | None = None,
                  min_available: MinAvailable = "majority", agent_url: str = "") -> None:
         self.zk = zk
@@ -54,39 +50,20 @@ class Registrar:
         for folder in (self.layout.vms, self.layout.vm_states, self.layout.groups,
                        self.layout.events, self.layout.drains, self.layout.acks):
             self.zk.ensure_path(folder)
-        self._put_ephemeral(self.layout.vm(reg.name), encode(reg))
-        zkstore.update(self.zk, self.layout.vm_state(reg.name), VMState,
-                       lambda current: self._state(reg, current), overwrite_malformed=True)
+        try:
+            put_ephemeral(self.zk, self.layout.vm(reg.name), encode(reg))
+        except CasConflict as exc:
+            raise RegistrationError(str(exc)) from exc
+        cas(self.zk, self.layout.vm_state(reg.name), VMState,
+            lambda current: self._state(reg, current), overwrite_malformed=True)
         for group in self.groups:
-            stored = zkstore.update(self.zk, self.layout.group(group), Group,
-                                    lambda current, g=group: self._joined(g, reg.name, current))
+            stored = cas(self.zk, self.layout.group(group), Group,
+                         lambda current, g=group: self._joined(g, reg.name, current))
             if stored is None:
                 log.warning("group %s has a malformed record; not joined", group)
         log.info("registered %s (fd=%s ud=%s) in cluster %s", reg.name, reg.fd, reg.ud,
                  self.layout.cluster)
         return reg
-
-    def _put_ephemeral(self, path: str, data: bytes) -> None:
-        session = self.zk.client_id[0] if self.zk.client_id else None
-        for _ in range(3):
-            try:
-                self.zk.create(path, data, ephemeral=True, makepath=True)
-                return
-            except NodeExistsError:
-                pass
-            try:
-                _, stat = self.zk.get(path)
-            except NoNodeError:
-                continue
-            if stat.ephemeralOwner == session:
-                self.zk.set(path, data)
-                return
-            # A previous incarnation of this agent (crashed, session not yet expired):
-            # this process is the VM's agent now.
-            log.warning("replacing stale registration %s of session %#x", path, stat.ephemeralOwner)
-            with contextlib.suppress(NoNodeError, BadVersionError):
-                self.zk.delete(path, version=stat.version)
-        raise RegistrationError(f"could not create ephemeral {path}")
 
     def _state(self, reg: VMRegistration, current: VMState | None) -> VMState:
         return VMState(

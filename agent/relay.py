@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import logging
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
 from pydantic import ValidationError
 
-from agent import zkstore
 from agent.imds_models import ScheduledEvent, ScheduledEventsDocument
 from registry.clock import Clock
 from registry.codec import decode
 from registry.layout import Layout
 from registry.records import EventType, PlatformEvent, PlatformStatus
+from registry.zookeeper import CasConflict, Client, NoNodeError, cas
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +128,7 @@ def mark_gone(current: PlatformEvent | None, vm: str, incarnation: int | None,
 
 
 class EventRelay:
-    def __init__(self, zk: KazooClient, layout: Layout, vm: str, clock: Clock) -> None:
+    def __init__(self, zk: Client, layout: Layout, vm: str, clock: Clock) -> None:
         self.zk = zk
         self.layout = layout
         self.vm = vm
@@ -180,10 +178,9 @@ class EventRelay:
                 self._quiet[ev.event_id] = quiet
                 continue
             try:
-                zkstore.update(self.zk, self.layout.event(ev.event_id), PlatformEvent,
-                               lambda current, s=seen: merge(current, s, now),
-                               overwrite_malformed=True)
-            except zkstore.CasConflict as exc:
+                cas(self.zk, self.layout.event(ev.event_id), PlatformEvent,
+                    lambda current, s=seen: merge(current, s, now), overwrite_malformed=True)
+            except CasConflict as exc:
                 log.warning("%s", exc)
                 continue
             self._published[ev.event_id] = key
@@ -209,10 +206,10 @@ class EventRelay:
                 continue
             newer = None if seen_at is None else incarnation
             try:
-                stored = zkstore.update(
+                stored = cas(
                     self.zk, self.layout.event(event_id), PlatformEvent,
                     lambda current, n=newer: mark_gone(current, self.vm, n, now))
-            except zkstore.CasConflict as exc:
+            except CasConflict as exc:
                 log.warning("%s", exc)
                 settled = False
                 continue

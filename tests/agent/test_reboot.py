@@ -43,8 +43,10 @@ def test_rebooted_vm_reregisters_and_restores(zk: KazooClient, zk_layout: Layout
                                                           want=DrainWant.DRAINED)))
     wait_until(lambda: record(zk, zk_layout.drain("vm-1"), DrainRecord).status
                == DrainStatus.DRAINED, 10)
+    covered = record(zk, zk_layout.event(eid), PlatformEvent).resources
     zk.create(zk_layout.decision(eid), encode(Decision(
-        event_id=eid, state=DecisionState.APPROVED, acker="vm-1", approval=1)), makepath=True)
+        event_id=eid, state=DecisionState.APPROVED, acker="vm-1", approval=1,
+        reserved=covered, approved=covered)), makepath=True)
     wait_until(lambda: emulator.vm("vm-1")["state"] == "down", 10, message="the reboot")
 
     # IMDS stops answering: the agent reports its VM gone (session closed) ...
