@@ -14,7 +14,6 @@ version of the `decisions` folder node, and every write it makes is a transactio
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -22,13 +21,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, RolledBackError
-from kazoo.recipe.cache import TreeCache, TreeEvent
 from pydantic import BaseModel
 
 from coordinator.safety import Change, GateResult, GroupIndex, Snapshot, Unreadable, VMView
-from registry.codec import decode, encode
+from registry.codec import decode
 from registry.layout import Layout
 from registry.records import (
     AckRecord,
@@ -44,21 +40,24 @@ from registry.records import (
     VMRegistration,
     VMState,
 )
+from registry.zookeeper import (
+    FOLDERS,
+    Client,
+    TreeCache,
+    TreeEvent,
+    Txn,
+    children,
+    ensure_folders,
+    exists,
+    put,
+    read_many,
+)
+from registry.zookeeper import append_audit as append_audit  # re-exported for the shell
+from registry.zookeeper import read_audit as read_audit
+from registry.zookeeper import trim_audit as trim_audit
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
-
-FOLDERS: dict[str, type[BaseModel]] = {
-    "vms": VMRegistration,
-    "vm-state": VMState,
-    "groups": Group,
-    "events": PlatformEvent,
-    "decisions": Decision,
-    "drain": DrainRecord,
-    "acks": AckRecord,
-    "overrides": Override,
-}
-
 
 @dataclass(frozen=True)
 class Versioned:
@@ -150,7 +149,7 @@ def build_vm_index(registrations: dict[str, VMRegistration],
 class ClusterCache:
     """A live mirror of `/quorumgate/<cluster>`, decoded and indexed by folder."""
 
-    def __init__(self, client: KazooClient, layout: Layout) -> None:
+    def __init__(self, client: Client, layout: Layout) -> None:
         self.client = client
         self.layout = layout
         self._tree = TreeCache(client, layout.base)
@@ -270,9 +269,8 @@ class ClusterCache:
                 self._policy = Policy()
 
 
-def ensure_layout(client: KazooClient, layout: Layout) -> None:
-    for path in layout.folders():
-        client.ensure_path(path)
+def ensure_layout(client: Client, layout: Layout) -> None:
+    ensure_folders(client, layout.folders())
 
 
 # ---------------------------------------------------------------- the leader's reads
@@ -309,7 +307,7 @@ def _decode_once(memo: Memo | None, kind: type[R], path: str, mzxid: int,
     return record
 
 
-def read_decisions(client: KazooClient, layout: Layout,
+def read_decisions(client: Client, layout: Layout,
                    memo: Memo | None = None) -> DecisionsRead:
     """Consistent enough for fencing: any later decision write bumps the folder version.
 
@@ -319,30 +317,23 @@ def read_decisions(client: KazooClient, layout: Layout,
     approval that is being sent because its cache had not caught up (issue 12.4).
     """
     _, stat = client.get(layout.decisions)
-    names = client.get_children(layout.decisions)
-    pending = [(name, client.get_async(layout.decision(name))) for name in names]
-    ack_names = client.get_children(layout.acks)
-    acks_pending = [(name, client.get_async(layout.ack(name))) for name in ack_names]
+    decisions = read_many(client, [layout.decision(n) for n in children(client, layout.decisions)],
+                          Decision)
+    acks = read_many(client, [layout.ack(n) for n in children(client, layout.acks)], AckRecord)
     out = DecisionsRead(folder_version=stat.version)
     bad: set[str] = set()
-    for name, result in pending:
-        try:
-            data, node_stat = result.get(timeout=30)
-        except NoNodeError:
-            continue
+    for path, (data, node_stat) in decisions.items():
+        name = path.rsplit("/", 1)[1]
         out.versions[name] = node_stat.version
-        record = _decode_once(memo, Decision, layout.decision(name), node_stat.mzxid, data)
+        record = _decode_once(memo, Decision, path, node_stat.mzxid, data)
         if record is not None:
             out.decisions[name] = Versioned(node_stat.version, record)
         elif data:
             bad.add(name)
     bad_acks: set[str] = set()
-    for name, result in acks_pending:
-        try:
-            data, ack_stat = result.get(timeout=30)
-        except NoNodeError:
-            continue
-        ack = _decode_once(memo, AckRecord, layout.ack(name), ack_stat.mzxid, data)
+    for path, (data, ack_stat) in acks.items():
+        name = path.rsplit("/", 1)[1]
+        ack = _decode_once(memo, AckRecord, path, ack_stat.mzxid, data)
         if ack is not None:
             out.acks[name] = ack
         else:
@@ -385,7 +376,7 @@ class WriteResult(Enum):
 class FencedWriter:
     """Writes the core's changes as fenced compare-and-set transactions."""
 
-    def __init__(self, client: KazooClient, layout: Layout, fence_path: str, actor: str,
+    def __init__(self, client: Client, layout: Layout, fence_path: str, actor: str,
                  read: DecisionsRead, drain_versions: dict[str, int]) -> None:
         self.client = client
         self.layout = layout
@@ -398,38 +389,22 @@ class FencedWriter:
     def write(self, change: Change, now: float) -> WriteResult:
         """Whether the change landed, and if not, which guard refused it."""
         eid = change.decision.event_id
-        txn = self.client.transaction()
-        txn.check(self.fence_path, 0)
-        txn.set_data(self.layout.decisions, b"", version=self.folder_version)
-        data = encode(change.decision)
-        if eid in self.versions:
-            txn.set_data(self.layout.decision(eid), data, version=self.versions[eid])
-        else:
-            txn.create(self.layout.decision(eid), data)
+        txn = Txn(self.client)
+        fence = txn.require(self.fence_path)
+        stale = txn.bump(self.layout.decisions, self.folder_version)
+        txn.put(self.layout.decision(eid), change.decision, self.versions.get(eid))
         for rec in change.drains:
-            path = self.layout.drain(rec.vm)
-            if rec.vm in self.drain_versions:
-                txn.set_data(path, encode(rec), version=self.drain_versions[rec.vm])
-            else:
-                txn.create(path, encode(rec))
+            txn.put(self.layout.drain(rec.vm), rec, self.drain_versions.get(rec.vm))
         for vm in change.checks:  # the drain states this change relied on
             if vm in self.drain_versions:
-                txn.check(self.layout.drain(vm), self.drain_versions[vm])
+                txn.require(self.layout.drain(vm), self.drain_versions[vm])
         for entry in audit_entries(change, self.actor, now):
-            txn.create(self.layout.audit_entry_prefix, encode(entry), sequence=True)
-        try:
-            results = txn.commit()
-        except KazooException as exc:
-            log.warning("write of %s failed: %r", eid, exc)
-            return WriteResult.FENCED
-        if any(isinstance(r, Exception) for r in results):
-            refused = [(i, r) for i, r in enumerate(results)
-                       if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
-            log.info("write of %s refused (%s); will re-read", eid,
-                     ", ".join(f"op {i}: {type(r).__name__}" for i, r in refused[:3]))
-            first = refused[0][0] if refused else 0
-            return (WriteResult.FENCED if first == 0 else
-                    WriteResult.STALE if first == 1 else WriteResult.CONFLICT)
+            txn.audit(self.layout, entry)
+        result = txn.commit()
+        if not result.ok:
+            log.info("write of %s refused (%s); will re-read", eid, result.reason)
+            return (WriteResult.FENCED if result.refused in (None, fence) else
+                    WriteResult.STALE if result.refused == stale else WriteResult.CONFLICT)
         self.folder_version += 1
         self.versions[eid] = self.versions.get(eid, -1) + 1
         for rec in change.drains:
@@ -437,26 +412,19 @@ class FencedWriter:
         return WriteResult.WRITTEN
 
 
-def put_fenced(client: KazooClient, fence_path: str, path: str, record: BaseModel,
+def put_fenced(client: Client, fence_path: str, path: str, record: BaseModel,
                version: int | None) -> WriteResult:
     """A leader's write of one record: only while `fence_path` (its election znode)
     exists, and only over `version` (None: the node must not exist yet)."""
-    txn = client.transaction()
-    txn.check(fence_path, 0)
-    if version is None:
-        txn.create(path, encode(record))
-    else:
-        txn.set_data(path, encode(record), version=version)
-    try:
-        results = txn.commit()
-    except KazooException as exc:
-        log.warning("write of %s failed: %r", path, exc)
-        return WriteResult.FENCED
-    if not any(isinstance(r, Exception) for r in results):
+    txn = Txn(client)
+    fence = txn.require(fence_path)
+    txn.put(path, record, version)
+    result = txn.commit()
+    if result.ok:
         return WriteResult.WRITTEN
-    first = results[0]
-    return (WriteResult.FENCED if isinstance(first, Exception)
-            and not isinstance(first, RolledBackError) else WriteResult.CONFLICT)
+    if result.refused is None:
+        log.warning("write of %s failed: %s", path, result.reason)
+    return WriteResult.FENCED if result.refused in (None, fence) else WriteResult.CONFLICT
 
 
 def audit_entries(change: Change, actor: str, now: float) -> Iterable[AuditEntry]:
@@ -471,7 +439,7 @@ def audit_entries(change: Change, actor: str, now: float) -> Iterable[AuditEntry
                          event_id=new.event_id, detail=transition.reason)
 
 
-def forget_finished(client: KazooClient, layout: Layout, fence_path: str, read: DecisionsRead,
+def forget_finished(client: Client, layout: Layout, fence_path: str, read: DecisionsRead,
                     events: dict[str, PlatformEvent], older_than: float) -> list[str]:
     """Delete the records of events that are over, released and older than `older_than`
     (clock time), each in one fenced transaction. Returns the event ids forgotten.
@@ -489,64 +457,29 @@ def forget_finished(client: KazooClient, layout: Layout, fence_path: str, read: 
             continue
         if event is not None and event.status is not PlatformStatus.GONE:
             continue
-        txn = client.transaction()
-        txn.check(fence_path, 0)
-        txn.set_data(layout.decisions, b"", version=version)
-        txn.delete(layout.decision(eid), version=item.version)
+        txn = Txn(client)
+        txn.require(fence_path)
+        txn.bump(layout.decisions, version)
+        txn.delete(layout.decision(eid), item.version)
         for path in (layout.event(eid), layout.ack(eid), layout.override(eid)):
-            if client.exists(path):
+            if exists(client, path):
                 txn.delete(path)
-        results = txn.commit()
-        if any(isinstance(r, Exception) for r in results):
+        if not txn.commit().ok:
             break  # something moved: the next round re-reads
         version += 1
         gone.append(eid)
     return gone
 
 
-def append_audit(client: KazooClient, layout: Layout, entry: AuditEntry) -> None:
-    client.create(layout.audit_entry_prefix, encode(entry), sequence=True, makepath=True)
+# ---------------------------------------------------------------- set-up writes
 
 
-def trim_audit(client: KazooClient, layout: Layout, keep: int) -> int:
-    """Delete the oldest audit entries beyond `keep`; returns how many went."""
-    names = sorted(client.get_children(layout.audit))
-    extra = names[: max(0, len(names) - keep)]
-    for name in extra:
-        with contextlib.suppress(NoNodeError):
-            client.delete(f"{layout.audit}/{name}")
-    return len(extra)
-
-
-def read_audit(client: KazooClient, layout: Layout, limit: int) -> list[AuditEntry]:
-    names = sorted(client.get_children(layout.audit))[-limit:]
-    pending = [client.get_async(f"{layout.audit}/{name}") for name in names]
-    out = []
-    for name, result in zip(names, pending, strict=True):
-        try:
-            data, _ = result.get(timeout=10)
-        except NoNodeError:
-            continue
-        entry = decode(AuditEntry, data, f"{layout.audit}/{name}")
-        if entry is not None:
-            out.append(entry)
-    return out
-
-
-# ---------------------------------------------------------------- operator writes
-
-
-def put_record(client: KazooClient, path: str, record: BaseModel,
+def put_record(client: Client, path: str, record: BaseModel,
                version: int | None = None) -> None:
     """Create or replace; with `version`, only over that version (compare-and-set)."""
-    data = encode(record)
-    try:
-        client.create(path, data, makepath=True)
-        return
-    except NodeExistsError:
-        pass
-    client.set(path, data, version=-1 if version is None else version)
+    put(client, path, record, version)
 
 
-def put_policy(client: KazooClient, layout: Layout, policy: Policy) -> None:
+def put_policy(client: Client, layout: Layout, policy: Policy) -> None:
     put_record(client, layout.config, policy)
+

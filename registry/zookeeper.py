@@ -88,7 +88,8 @@ __all__ = [
     "NodeExistsError", "NotEmptyError", "Read", "RolledBackError", "RuntimeInconsistency",
     "SessionExpiredError", "TreeCache", "TreeEvent", "Txn", "TxnResult", "ZnodeStat",
     "append_audit", "cas", "cluster_acl", "data_watch", "make_client", "put_ephemeral",
-    "read", "read_many",
+    "read", "read_many", "put", "children", "exists", "ensure_folders", "trim_audit",
+    "read_audit",
 ]
 
 PERMANENT = (NoAuthError, AuthFailedError, InvalidACLError)
@@ -284,8 +285,61 @@ class Txn:
         return TxnResult(True)
 
 
+def put(client: KazooClient, path: str, record: BaseModel, version: int | None = None) -> None:
+    """Create, or replace (with `version`: only over that version). For set-up and tests;
+    the daemons write with `cas` or a `Txn`."""
+    data = encode(record)
+    try:
+        client.create(path, data, makepath=True)
+        return
+    except NodeExistsError:
+        pass
+    client.set(path, data, version=-1 if version is None else version)
+
+
+def children(client: KazooClient, path: str) -> list[str]:
+    """The names under `path` ([] when it does not exist)."""
+    try:
+        return list(client.get_children(path))
+    except NoNodeError:
+        return []
+
+
+def exists(client: KazooClient, path: str) -> bool:
+    return client.exists(path) is not None
+
+
+def ensure_folders(client: KazooClient, paths: list[str]) -> None:
+    for path in paths:
+        client.ensure_path(path)
+
+
+# ---------------------------------------------------------------- the audit log
+
+
 def append_audit(client: KazooClient, layout: Layout, entry: AuditEntry) -> None:
     client.create(layout.audit_entry_prefix, encode(entry), sequence=True, makepath=True)
+
+
+def trim_audit(client: KazooClient, layout: Layout, keep: int) -> int:
+    """Delete the oldest audit entries beyond `keep`; returns how many went."""
+    names = sorted(children(client, layout.audit))
+    extra = names[: max(0, len(names) - keep)]
+    for name in extra:
+        with contextlib.suppress(NoNodeError):
+            client.delete(f"{layout.audit}/{name}")
+    return len(extra)
+
+
+def read_audit(client: KazooClient, layout: Layout, limit: int) -> list[AuditEntry]:
+    names = sorted(children(client, layout.audit))[-limit:]
+    got = read_many(client, [f"{layout.audit}/{name}" for name in names], AuditEntry, 10)
+    out = []
+    for path, (data, _) in got.items():
+        entry = decode(AuditEntry, data, path)
+        if entry is not None:
+            out.append(entry)
+    return out
 
 
 # ---------------------------------------------------------------- ephemeral nodes
