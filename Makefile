@@ -2,7 +2,8 @@
 #   make test  [PYTEST_ARGS="-k ensemble -x"]
 #   make demo  [DEMO_ARGS="--once"]
 #   make bench [BENCH_ARGS="--full"]   (tables; plots in bench/out/)
-#   make chaos [CHAOS_ARGS="--seed 3 --duration 300"]
+#   make chaos [CHAOS_ARGS="--seed 3 --duration 240 --json"]  (60 s by default; as root,
+#              with network partitions; --duration 1800 for the volume run; --keep DIR)
 #   make lint | make clean | make distclean
 # BOOTSTRAP_ARGS="--with chromium" asks the bootstrap for more system packages.
 

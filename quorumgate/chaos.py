@@ -97,10 +97,12 @@ class ChaosSpec:
     group_change_every_s: tuple[float, float] = (15.0, 40.0)
     coordinators: int = 3
     speed: float = 60.0
-    events_per_s: float = 0.6
+    events_per_s: float = 2.0
     """Real-time rate at which the platform announces maintenance (when under the cap)."""
-    max_in_flight: int = 10
-    downtime_s: tuple[float, float] = (30.0, 90.0)
+    batch: tuple[int, int] = (2, 6)
+    """Events per update domain before the walk moves on."""
+    max_in_flight: int = 14
+    downtime_s: tuple[float, float] = (20.0, 60.0)
     nemesis_every_s: tuple[float, float] = (2.0, 5.0)
     faults: tuple[str, ...] = FAULTS
     network: bool = True
@@ -446,7 +448,7 @@ class Chaos:
         next_fault = time.monotonic() + 3.0
         next_group = time.monotonic() + self.rng.uniform(*spec.group_change_every_s)
         self._walk = self.rng.randrange(spec.uds)
-        self._walk_left = self.rng.randint(1, 4)
+        self._walk_left = self.rng.randint(*spec.batch)
         self._walk_ids: dict[str, float] = {}
         with contextlib.suppress(ConnectionError):
             self._client()  # the harness's own session, for group changes and records
@@ -596,7 +598,7 @@ class Chaos:
             if mine and not waiting:
                 return
             self._walk = (self._walk + 1) % spec.uds
-            self._walk_left = self.rng.randint(1, 4)
+            self._walk_left = self.rng.randint(*spec.batch)
             self._walk_ids = {}
         ud = self._walk
         off_walk = self.rng.random() < 0.08
