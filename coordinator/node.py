@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
-
-from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
-from kazoo.security import ACL, Permissions, make_digest_acl_credential
 
 from coordinator.config import CoordinatorConfig
 from coordinator.gates import GateRunner
@@ -27,55 +23,22 @@ from coordinator.store import ClusterCache, WriteResult, put_fenced
 from registry.clock import Clock, parse_clock
 from registry.layout import Layout
 from registry.records import Group
-from registry.zk import make_client
+from registry.zookeeper import (
+    KazooException,
+    KazooTimeoutError,
+    NoAuthError,
+    acl_problem,
+    make_client,
+    read_acls,
+)
 
 log = logging.getLogger(__name__)
 
 ACCESS_CHECK_S = 15.0
 """How often (real seconds) a replica checks again that ZooKeeper lets it write."""
 
-NEEDED = Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE
-_PERM_NAMES = (("read", Permissions.READ), ("write", Permissions.WRITE),
-               ("create", Permissions.CREATE), ("delete", Permissions.DELETE),
-               ("admin", Permissions.ADMIN))
-
-
 class PermanentZooKeeperError(RuntimeError):
     """ZooKeeper refuses this replica for a reason retrying will not cure (credentials)."""
-
-
-def _perms(value: int) -> str:
-    if value & Permissions.ALL == Permissions.ALL:
-        return "all"
-    return ",".join(name for name, bit in _PERM_NAMES if value & bit) or "none"
-
-
-def acl_problem(path: str, acls: Iterable[ACL], auth: str | None) -> str | None:
-    """Why `auth` (digest `user:password`, or None) may not write at `path` with these
-    ACLs, or None when it may — or when the ACLs use schemes this cannot judge (ip,
-    sasl, x509: the server decides, so give it the benefit of the doubt)."""
-    acls = list(acls)
-    mine = make_digest_acl_credential(*auth.split(":", 1)) if auth else None
-    granted = 0
-    for acl in acls:
-        scheme, ident = acl.id.scheme, acl.id.id
-        if scheme == "world" and ident == "anyone":
-            granted |= acl.perms
-        elif scheme == "digest":
-            if ident == mine:
-                granted |= acl.perms
-        else:
-            return None
-    missing = NEEDED & ~granted
-    if not missing:
-        return None
-    who = (f"digest user {auth.split(':', 1)[0]!r}" if auth
-           else "no credentials (zk_auth is not set)")
-    grants = ", ".join(f"{a.id.scheme}:{a.id.id.split(':', 1)[0]} ({_perms(a.perms)})"
-                       for a in acls) or "nothing"
-    return (f"ZooKeeper will not let this coordinator ({who}) {_perms(missing)} under "
-            f"{path}: its ACL grants {grants}. Set zk_auth (QG_ZK_AUTH) to the cluster's "
-            "user:password, the same on every coordinator and agent")
 
 
 class CoordinatorNode:
@@ -144,15 +107,10 @@ class CoordinatorNode:
         log one line when the verdict changes. Returns the problem (None: fine). Leaves
         the last verdict when ZooKeeper cannot be asked (disconnected)."""
         try:
-            pending = [(path, self.client.get_acls_async(path)) for path in self.access_paths()]
             problem = None
-            for path, result in pending:
-                try:
-                    acls, _ = result.get(timeout=10)
-                except NoNodeError:
-                    continue
+            for path, acls in read_acls(self.client, self.access_paths()).items():
                 problem = problem or acl_problem(path, acls, self.config.zk_auth)
-        except (KazooException, self.client.handler.timeout_exception) as exc:
+        except (KazooException, KazooTimeoutError) as exc:
             log.debug("access check skipped: %r", exc)
             return self.access_problem
         with self._lock:

@@ -19,10 +19,6 @@ import logging
 import threading
 import time
 
-from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import AuthFailedError, InvalidACLError, KazooException, NoAuthError
-from kazoo.recipe.election import Election
-
 from coordinator.gates import GateRunner
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.notify import Notifier
@@ -42,10 +38,9 @@ from coordinator.store import (
 from registry.clock import Clock
 from registry.layout import Layout
 from registry.records import TERMINAL_STATES, DecisionState
+from registry.zookeeper import PERMANENT, Client, Election, KazooException, KazooState
 
 log = logging.getLogger(__name__)
-
-PERMANENT = (NoAuthError, AuthFailedError, InvalidACLError)
 
 
 class FenceLost(Exception):
@@ -53,7 +48,7 @@ class FenceLost(Exception):
 
 
 class Reconciler:
-    def __init__(self, client: KazooClient, layout: Layout, cache: ClusterCache, clock: Clock,
+    def __init__(self, client: Client, layout: Layout, cache: ClusterCache, clock: Clock,
                  identity: str, metrics: CoordinatorMetrics | None = None,
                  gates: GateRunner | None = None, notifier: Notifier | None = None,
                  resync_s: float = 1.0, audit_keep: int = 10_000,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -58,7 +58,7 @@ from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import ForceRetryError, KazooRetry, RetryFailedError
-from kazoo.security import ACL, make_acl, make_digest_acl
+from kazoo.security import ACL, Permissions, make_acl, make_digest_acl, make_digest_acl_credential
 from pydantic import BaseModel
 
 from registry.codec import decode, encode
@@ -82,14 +82,15 @@ Client = KazooClient
 """The session type the rest of the code annotates with."""
 
 __all__ = [
-    "FOLDERS", "PERMANENT", "AuthFailedError", "BadVersionError", "CasConflict", "Client",
+    "DELETE", "FOLDERS", "PERMANENT", "AuthFailedError", "BadVersionError", "CasConflict",
+    "Client", "Conflict", "cas_txn",
     "ConnectionClosedError", "ConnectionLoss", "Election", "InvalidACLError",
     "KazooException", "KazooState", "KazooTimeoutError", "NoAuthError", "NoNodeError",
     "NodeExistsError", "NotEmptyError", "Read", "RolledBackError", "RuntimeInconsistency",
     "SessionExpiredError", "TreeCache", "TreeEvent", "Txn", "TxnResult", "ZnodeStat",
     "append_audit", "cas", "cluster_acl", "data_watch", "make_client", "put_ephemeral",
     "read", "read_many", "put", "children", "exists", "ensure_folders", "trim_audit",
-    "read_audit",
+    "read_audit", "acl_problem", "read_acls",
 ]
 
 PERMANENT = (NoAuthError, AuthFailedError, InvalidACLError)
@@ -179,29 +180,52 @@ class CasConflict(RuntimeError):
     """Still conflicting after the allowed attempts (heavy contention)."""
 
 
-def cas(client: KazooClient, path: str, kind: type[R], mutate: Callable[[R | None], R | None],
-        *, attempts: int = DEFAULT_ATTEMPTS, overwrite_malformed: bool = False) -> R | None:
-    """Apply `mutate(current)` with compare-and-set on kazoo's retry; return what is stored.
 
-    `mutate` gets None when the node is absent and returns the record to write, or the
-    unchanged input / None to write nothing. A malformed node is left alone (returns
-    None) unless `overwrite_malformed`. A version conflict re-reads and re-applies.
-    """
-    def attempt() -> R | None:
-        current = read(client, path, kind)
-        if current.malformed and not overwrite_malformed:
-            return None
-        wanted = mutate(current.record)
-        if wanted is None or wanted == current.record:
-            return current.record
-        try:
-            if current.version is None:
-                client.create(path, encode(wanted), makepath=True)
-            else:
-                client.set(path, encode(wanted), version=current.version)
-        except (BadVersionError, NodeExistsError, NoNodeError) as exc:
-            raise ForceRetryError(f"{path} changed: {type(exc).__name__}") from exc
-        return wanted
+class Conflict(Exception):
+    """The znode kept changing under a compare-and-set (the caller may ask to retry)."""
+
+
+DELETE = object()
+"""Returned by a `cas_txn` change: delete the znode (at the version read)."""
+
+
+def cas_txn(client: KazooClient, path: str, kind: type[R],
+            change: Callable[[Read[R]], R | object | None], *,
+            also: Callable[[Txn, Read[R], R | None], None] | None = None,
+            attempts: int = DEFAULT_ATTEMPTS, timeout: float | None = None,
+            ) -> tuple[Read[R], R | None]:
+    """The one compare-and-set loop: read `path`, `change(current)` returns the record to
+    write, `DELETE`, or None to write nothing; `also(txn, current, new)` adds operations
+    that must land with it (an audit entry, a fence). A version conflict re-reads and
+    re-applies, on kazoo's retry, up to `attempts` times (then `Conflict`); any other
+    refusal is raised. Returns (what was read, what is stored now)."""
+    def attempt() -> tuple[Read[R], R | None]:
+        current = read(client, path, kind) if timeout is None else _read_within(
+            client, path, kind, timeout)
+        new = change(current)
+        if new is None and also is None:
+            return current, current.record
+        txn = Txn(client)
+        if new is DELETE:
+            if current.exists:
+                txn.delete(path, current.version)
+            stored = None
+        elif new is not None:
+            assert isinstance(new, BaseModel)
+            txn.put(path, new, current.version)
+            stored = new
+        else:
+            stored = current.record
+        if also is not None:
+            also(txn, current, stored)  # type: ignore[arg-type]
+        result = txn.commit(timeout)
+        if result.ok:
+            return current, stored  # type: ignore[return-value]
+        if isinstance(result.error, (BadVersionError, NodeExistsError, NoNodeError)):
+            raise ForceRetryError(f"{path} changed: {result.reason}")
+        if result.error is not None:
+            raise result.error
+        raise ForceRetryError(f"{path}: {result.reason}")
 
     retry = KazooRetry(max_tries=attempts, delay=0.001, backoff=2, max_jitter=0.5,
                        max_delay=0.05, ignore_expire=False)
@@ -209,8 +233,38 @@ def cas(client: KazooClient, path: str, kind: type[R], mutate: Callable[[R | Non
     try:
         return retry(attempt)
     except RetryFailedError as exc:
-        raise CasConflict(f"gave up writing {path} after {attempts} conflicting attempts"
-                          ) from exc
+        raise Conflict(f"{path} changed concurrently {attempts} times; re-read and retry"
+                       ) from exc
+
+
+def cas(client: KazooClient, path: str, kind: type[R], mutate: Callable[[R | None], R | None],
+        *, attempts: int = DEFAULT_ATTEMPTS, overwrite_malformed: bool = False) -> R | None:
+    """Apply `mutate(current)` with compare-and-set; return the record stored now.
+
+    `mutate` gets None when the node is absent and returns the record to write, or the
+    unchanged input / None to write nothing. A malformed node is left alone (returns
+    None) unless `overwrite_malformed`.
+    """
+    def change(current: Read[R]) -> R | None:
+        if current.malformed and not overwrite_malformed:
+            return None
+        wanted = mutate(current.record)
+        return None if wanted is None or wanted == current.record else wanted
+
+    try:
+        current, stored = cas_txn(client, path, kind, change, attempts=attempts)
+    except Conflict as exc:
+        raise CasConflict(str(exc)) from exc
+    return None if current.malformed and stored is None else stored
+
+
+def _read_within(client: KazooClient, path: str, kind: type[R], timeout: float) -> Read[R]:
+    try:
+        data, stat = client.get_async(path).get(timeout=timeout)
+    except NoNodeError:
+        return Read(None, None)
+    record = decode(kind, data, path)
+    return Read(record, stat.version, malformed=record is None and bool(data))
 
 
 # ---------------------------------------------------------------- transactions
@@ -366,6 +420,60 @@ def put_ephemeral(client: KazooClient, path: str, data: bytes, attempts: int = 3
         with contextlib.suppress(NoNodeError, BadVersionError):
             client.delete(path, version=stat.version)
     raise CasConflict(f"could not create ephemeral {path}")
+
+
+# ---------------------------------------------------------------- access
+
+
+NEEDED = Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE
+_PERM_NAMES = (("read", Permissions.READ), ("write", Permissions.WRITE),
+               ("create", Permissions.CREATE), ("delete", Permissions.DELETE),
+               ("admin", Permissions.ADMIN))
+
+
+def _perms(value: int) -> str:
+    if value & Permissions.ALL == Permissions.ALL:
+        return "all"
+    return ",".join(name for name, bit in _PERM_NAMES if value & bit) or "none"
+
+
+def acl_problem(path: str, acls: Iterable[ACL], auth: str | None) -> str | None:
+    """Why `auth` (digest `user:password`, or None) may not write at `path` with these
+    ACLs, or None when it may — or when the ACLs use schemes this cannot judge (ip,
+    sasl, x509: the server decides, so give it the benefit of the doubt)."""
+    acls = list(acls)
+    mine = make_digest_acl_credential(*auth.split(":", 1)) if auth else None
+    granted = 0
+    for acl in acls:
+        scheme, ident = acl.id.scheme, acl.id.id
+        if scheme == "world" and ident == "anyone":
+            granted |= acl.perms
+        elif scheme == "digest":
+            if ident == mine:
+                granted |= acl.perms
+        else:
+            return None
+    missing = NEEDED & ~granted
+    if not missing:
+        return None
+    who = (f"digest user {auth.split(':', 1)[0]!r}" if auth
+           else "no credentials (zk_auth is not set)")
+    grants = ", ".join(f"{a.id.scheme}:{a.id.id.split(':', 1)[0]} ({_perms(a.perms)})"
+                       for a in acls) or "nothing"
+    return (f"ZooKeeper will not let this coordinator ({who}) {_perms(missing)} under "
+            f"{path}: its ACL grants {grants}. Set zk_auth (QG_ZK_AUTH) to the cluster's "
+            "user:password, the same on every coordinator and agent")
+
+
+def read_acls(client: KazooClient, paths: list[str], timeout: float = 10.0
+              ) -> dict[str, list[ACL]]:
+    """The ACLs of these znodes (absent ones left out), pipelined."""
+    pending = [(path, client.get_acls_async(path)) for path in paths]
+    out = {}
+    for path, result in pending:
+        with contextlib.suppress(NoNodeError):
+            out[path] = list(result.get(timeout=timeout)[0])
+    return out
 
 
 # ---------------------------------------------------------------- watches

@@ -17,7 +17,6 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kazoo.exceptions import KazooException
 from prometheus_client import CollectorRegistry, Counter
 
 from coordinator.api.deps import Unavailable
@@ -25,6 +24,7 @@ from coordinator.api.routes import admin, events, groups, health, placement, rep
 from coordinator.api.routes.common import Ambiguous
 from coordinator.api.writes import Conflict, OperatorWrites
 from coordinator.node import CoordinatorNode
+from registry.zookeeper import KazooException
 
 log = logging.getLogger(__name__)
 

@@ -10,28 +10,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import (
-    BadVersionError,
-    NodeExistsError,
-    NoNodeError,
-    RolledBackError,
-    RuntimeInconsistency,
-)
 from pydantic import BaseModel
 
 from coordinator.api.deps import Unavailable
-from registry.codec import decode, encode
+from registry.codec import decode
 from registry.layout import Layout
 from registry.records import AuditEntry
+from registry.zookeeper import (
+    DELETE,
+    Client,
+    KazooTimeoutError,
+    NoNodeError,
+    Read,
+    Txn,
+    cas_txn,
+)
+from registry.zookeeper import Conflict as AdapterConflict
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
 
 ZK_TIMEOUT_S = 5.0
-CONFLICTS = (BadVersionError, NodeExistsError, NoNodeError)
 
 
 class Conflict(Exception):
@@ -50,14 +51,14 @@ class Current(Generic[R]):
         return self.version >= 0
 
 
-def _wait(client: KazooClient, async_result, what: str):
+def _wait(client: Client, async_result: Any, what: str) -> Any:
     try:
         return async_result.get(timeout=ZK_TIMEOUT_S)
-    except client.handler.timeout_exception as exc:
+    except KazooTimeoutError as exc:
         raise Unavailable(f"ZooKeeper did not answer {what} within {ZK_TIMEOUT_S:g} s") from exc
 
 
-def read(client: KazooClient, path: str, kind: type[R]) -> Current[R]:
+def read(client: Client, path: str, kind: type[R]) -> Current[R]:
     try:
         data, stat = _wait(client, client.get_async(path), f"a read of {path}")
     except NoNodeError:
@@ -65,51 +66,47 @@ def read(client: KazooClient, path: str, kind: type[R]) -> Current[R]:
     return Current(decode(kind, data, path), stat.version)
 
 
-def exists(client: KazooClient, path: str) -> bool:
+def exists(client: Client, path: str) -> bool:
     return _wait(client, client.exists_async(path), f"a check of {path}") is not None
 
 
-def write(client: KazooClient, layout: Layout, path: str, kind: type[R],
+def write(client: Client, layout: Layout, path: str, kind: type[R],
           update: Callable[[Current[R]], R | None], audit: Callable[[R | None], AuditEntry],
           retries: int = 3) -> Current[R]:
     """Apply `update` to the znode at `path` (None from it deletes the znode) and append
-    the audit entry, atomically, with compare-and-set on the version read.
+    the audit entry, atomically, with compare-and-set on the version read (the adapter's
+    one CAS loop). On a concurrent change `update` runs again on the fresh record up to
+    `retries` times; then `Conflict`. `update` may raise (e.g. an HTTPException) to
+    refuse. Returns what was written and its new version (-1 after a delete)."""
+    entries: list[AuditEntry] = []
 
-    On a concurrent change, `update` runs again on the fresh record up to `retries`
-    times; then `Conflict`. `update` may raise (e.g. an HTTPException) to refuse.
-    Returns what was written and its new version (-1 after a delete).
-    """
-    for _ in range(retries + 1):
-        current = read(client, path, kind)
-        new = update(current)
-        txn = client.transaction()
-        if new is None:
-            if current.exists:
-                txn.delete(path, version=current.version)
-        elif current.exists:
-            txn.set_data(path, encode(new), version=current.version)
-        else:
-            txn.create(path, encode(new))
-        entry = audit(new)
-        txn.create(layout.audit_entry_prefix, encode(entry), sequence=True)
-        results = _wait(client, txn.commit_async(), f"a write of {path}")
-        failures = [r for r in results if isinstance(r, Exception)
-                    and not isinstance(r, RolledBackError | RuntimeInconsistency)]
-        if not failures:
-            log.info("%s %s %s: %s", entry.actor, entry.action, entry.event_id or path,
-                     entry.detail)
-            if new is None:
-                return Current(None, -1)
-            return Current(new, current.version + 1 if current.exists else 0)
-        if not all(isinstance(f, CONFLICTS) for f in failures):
-            raise failures[0]
-    raise Conflict(f"{path} changed concurrently; re-read and retry")
+    def change(current: Read[R]) -> R | object:
+        new = update(Current(current.record, current.version if current.exists else -1))
+        return DELETE if new is None else new
+
+    def with_audit(txn: Txn, current: Read[R], new: R | None) -> None:
+        entries[:] = [audit(new)]
+        txn.audit(layout, entries[0])
+
+    try:
+        current, stored = cas_txn(client, path, kind, change, also=with_audit,
+                                  attempts=retries + 1, timeout=ZK_TIMEOUT_S)
+    except AdapterConflict as exc:
+        raise Conflict(str(exc)) from exc
+    except KazooTimeoutError as exc:
+        raise Unavailable(f"ZooKeeper did not answer a write of {path} within "
+                          f"{ZK_TIMEOUT_S:g} s") from exc
+    entry = entries[0]
+    log.info("%s %s %s: %s", entry.actor, entry.action, entry.event_id or path, entry.detail)
+    if stored is None:
+        return Current(None, -1)
+    return Current(stored, current.version + 1 if current.version is not None else 0)
 
 
 class OperatorWrites:
     """The API's writer: one audited compare-and-set write per operator action."""
 
-    def __init__(self, client: KazooClient, layout: Layout, clock_now: Callable[[], float],
+    def __init__(self, client: Client, layout: Layout, clock_now: Callable[[], float],
                  on_action: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.layout = layout

@@ -17,14 +17,12 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 
 from coordinator.api.auth import NodeDep, Operator, Viewer
-from coordinator.api.deps import Connected, View
+from coordinator.api.deps import Connected, Unavailable, View
 from coordinator.api.routes.common import Writes, name_param, not_found
-from coordinator.api.writes import Current
-from coordinator.api.writes import _wait as wait
+from coordinator.api.writes import ZK_TIMEOUT_S, Current
 from coordinator.api.writes import read as zk_read
-from coordinator.store import FOLDERS
-from registry.codec import encode
 from registry.records import AuditEntry, DrainRecord, VMState
+from registry.zookeeper import FOLDERS, KazooTimeoutError, Txn
 
 router = APIRouter(prefix="/v1", tags=["repair"])
 
@@ -113,20 +111,23 @@ def forget_vm(name: VMName, view: View, node: NodeDep, caller: Operator) -> Forg
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"{name} is registered (its agent runs): stop the agent first")
     client = node.client
-    txn = client.transaction()
+    txn = Txn(client)
     removed = []
     for path, kind in ((layout.vm_state(name), VMState), (layout.drain(name), DrainRecord)):
         current = zk_read(client, path, kind)
         if current.exists:
-            txn.delete(path, version=current.version)
+            txn.delete(path, current.version)
             removed.append(path.removeprefix(layout.base + "/"))
     if not removed:
         raise not_found(f"VM {name}")
-    entry = AuditEntry(at=node.clock.now(), actor=caller.name, action="vm:forget",
-                       detail=f"forgot {name}: removed {', '.join(removed)}")
-    txn.create(layout.audit_entry_prefix, encode(entry), sequence=True)
-    results = wait(client, txn.commit_async(), f"forgetting {name}")
-    if any(isinstance(r, Exception) for r in results):
+    txn.audit(layout, AuditEntry(at=node.clock.now(), actor=caller.name, action="vm:forget",
+                                 detail=f"forgot {name}: removed {', '.join(removed)}"))
+    try:
+        result = txn.commit(ZK_TIMEOUT_S)
+    except KazooTimeoutError as exc:
+        raise Unavailable(f"ZooKeeper did not answer forgetting {name} within "
+                          f"{ZK_TIMEOUT_S:g} s") from exc
+    if not result.ok:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"{name}'s records changed concurrently; look again and retry")
     return Forgotten(vm=name, removed=removed)
