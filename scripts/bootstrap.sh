@@ -8,6 +8,12 @@
 # - System packages, by feature. `zookeeper` is always wanted (skipped when ZK_HOSTS
 #   is set); `--with chromium`, `--with patroni` add more. A feature is installed with
 #   apt-get only when its check fails, as root (or with `sudo -n`) on Debian/Ubuntu.
+# - Jars, by feature: `--with hdfs` (Apache Hadoop 3.5.0: hadoop-hdfs, hadoop-common and
+#   their runtime dependencies) and `--with kafka` (Apache Kafka 4.4.0: kafka_2.13 and
+#   kafka-tools, KRaft) are fetched from Maven Central with `mvn` into the git-ignored
+#   .cache/jars/<name>-<version>/ (Maven's own repository in .cache/m2), pinned versions,
+#   nothing else downloaded. A fetch that fails (no Maven Central) only warns: the tests
+#   that need the jars then skip, or fail under CI.
 #
 # Quiet and fast (well under 2 s) when everything is already there. Idempotent.
 set -euo pipefail
@@ -44,7 +50,84 @@ have_patroni() {
         && command -v curl >/dev/null && command -v jq >/dev/null
 }
 
+# hdfs, kafka: a JRE, Maven to fetch the jars, and what the deploy hooks use (bash, curl,
+# jq, flock; `ip` for the HDFS simulation's per-DataNode source addresses).
+packages_hdfs() { echo default-jre-headless maven curl jq util-linux iproute2; }
+have_hdfs() {
+    command -v java >/dev/null && command -v mvn >/dev/null && command -v curl >/dev/null \
+        && command -v jq >/dev/null && command -v flock >/dev/null && command -v ip >/dev/null
+}
+packages_kafka() { echo default-jre-headless maven curl jq; }
+have_kafka() {
+    command -v java >/dev/null && command -v mvn >/dev/null && command -v jq >/dev/null \
+        && command -v curl >/dev/null
+}
+
 known_feature() { declare -F "have_$1" >/dev/null && declare -F "packages_$1" >/dev/null; }
+
+# ---------------------------------------------------------------- jars (Maven Central)
+# `jars_FEATURE` prints "<cache name> <groupId:artifactId:version>..." for a feature that
+# needs jars. Keep these versions in step with quorumgate/workloads/jars.py.
+
+HADOOP_VERSION=3.5.0
+KAFKA_VERSION=4.4.0
+LOG4J_VERSION=2.25.5
+jars_hdfs() {
+    echo "hadoop-$HADOOP_VERSION org.apache.hadoop:hadoop-hdfs:$HADOOP_VERSION" \
+        "org.apache.hadoop:hadoop-common:$HADOOP_VERSION" \
+        "org.apache.hadoop:hadoop-hdfs-client:$HADOOP_VERSION"
+}
+jars_kafka() {
+    # log4j-slf4j-impl: Kafka logs through slf4j 1.7 and its distribution ships log4j2's
+    # binding; without it the brokers would log nothing.
+    echo "kafka-$KAFKA_VERSION org.apache.kafka:kafka_2.13:$KAFKA_VERSION" \
+        "org.apache.kafka:kafka-tools:$KAFKA_VERSION" \
+        "org.apache.logging.log4j:log4j-slf4j-impl:$LOG4J_VERSION"
+}
+
+# fetch_jars NAME COORD...: every runtime jar of COORDs into .cache/jars/NAME/lib, once.
+# The stamp file holds the coordinates, so a change of version fetches again.
+fetch_jars() {
+    local name=$1; shift
+    local dest="$ROOT/.cache/jars/$name" want="$*"
+    [[ -f "$dest/.complete" && "$(cat "$dest/.complete")" == "$want" ]] && return 0
+    command -v mvn >/dev/null || { say "no mvn: cannot fetch $name"; return 1; }
+    say "fetching $name from Maven Central into .cache/jars/$name (once)"
+    local work coord group artifact version deps=""
+    work="$(mktemp -d)"
+    for coord in "$@"; do
+        IFS=: read -r group artifact version <<<"$coord"
+        deps+="<dependency><groupId>$group</groupId><artifactId>$artifact</artifactId>"
+        deps+="<version>$version</version></dependency>"
+    done
+    cat >"$work/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+<groupId>quorumgate.cache</groupId><artifactId>$name</artifactId><version>1</version>
+<packaging>pom</packaging><dependencies>$deps</dependencies></project>
+POM
+    rm -rf "$dest.tmp"
+    if ! (cd "$work" && timeout 1800 mvn -B -q -Dmaven.repo.local="$ROOT/.cache/m2" \
+            dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$dest.tmp/lib" >"$work/mvn.log" 2>&1); then
+        say "mvn could not fetch $name: $(grep -m1 -E 'ERROR' "$work/mvn.log" || tail -1 "$work/mvn.log")"
+        rm -rf "$work" "$dest.tmp"
+        return 1
+    fi
+    rm -rf "$work" "$dest"
+    mv "$dest.tmp" "$dest"
+    echo "$want" >"$dest/.complete"
+}
+
+ensure_jars() {
+    local feature spec=()
+    for feature in "$@"; do
+        declare -F "jars_$feature" >/dev/null || continue
+        read -r -a spec <<<"$("jars_$feature")"
+        fetch_jars "${spec[@]}" \
+            || say "$feature: jars missing; its tests skip (and fail under CI, CI=true)"
+    done
+    return 0
+}
 
 # ---------------------------------------------------------------- system packages
 
@@ -156,7 +239,7 @@ main() {
     done
     local feature
     for feature in "${features[@]}"; do
-        known_feature "$feature" || die "unknown feature '$feature' (known: zookeeper chromium patroni)"
+        known_feature "$feature" || die "unknown feature '$feature' (known: zookeeper chromium patroni hdfs kafka)"
     done
     # One bootstrap at a time per checkout (make test and make demo may race).
     local lock
@@ -164,6 +247,7 @@ main() {
     exec 9>"$lock"
     flock -w 600 9 || die "another bootstrap holds $lock"
     ensure_features "${features[@]}"
+    ensure_jars "${features[@]}"
     ensure_venv
 }
 

@@ -424,17 +424,19 @@ def calls(hdfs: dict[str, Any]) -> list[str]:
 
 @needs_jq_flock
 def test_hdfs_drain_puts_the_datanode_in_maintenance(hdfs: dict[str, Any]) -> None:
-    before = time.time()
+    not_before = time.time() + 900  # the event's NotBefore: the expiry counts from it
     result = run_hook("hdfs-datanode-drain.sh", {**hdfs["env"], "QG_ACTION": "drain",
                                                  "FAKE_HDFS_LAG": "2",
-                                                 "HDFS_MAINTENANCE_S": "3600"})
+                                                 "QG_NOT_BEFORE": f"{not_before:.3f}",
+                                                 "HDFS_MAINTENANCE_S": "3600",
+                                                 "HDFS_MAINTENANCE_MARGIN_S": "600"})
     assert result.returncode == 0, result.stderr
     entries = json.loads(hdfs["hosts"].read_text())
     assert entries[0] == hdfs["entries"][0] and entries[2] == hdfs["entries"][2]
     mine = entries[1]
     assert mine["hostName"] == "dn1.example.com" and mine["port"] == 9866
     assert mine["adminState"] == "IN_MAINTENANCE"
-    expected_ms = (before + 3600) * 1000
+    expected_ms = (not_before + 3600 + 600) * 1000
     assert expected_ms - 5000 <= mine["maintenanceExpireTimeInMS"] <= expected_ms + 5000
     log = calls(hdfs)
     assert log[0] == "dfsadmin -refreshNodes"
@@ -450,7 +452,9 @@ def test_hdfs_restore_puts_it_back_to_normal(hdfs: dict[str, Any]) -> None:
     entries = json.loads(hdfs["hosts"].read_text())
     assert entries[1] == {"hostName": "dn1.example.com", "port": 9866, "adminState": "NORMAL"}
     assert entries[0] == hdfs["entries"][0]
-    assert calls(hdfs)[-2:] == ["dfsadmin -refreshNodes", "dfsadmin -report -live"]
+    # back and reporting while still in maintenance, then the refresh, then Normal
+    assert calls(hdfs)[-3:] == ["dfsadmin -report -live", "dfsadmin -refreshNodes",
+                                "dfsadmin -report -live"]
     # twice is harmless: nothing to change, it still checks the node is live and Normal
     result = run_hook("hdfs-datanode-restore.sh", hdfs["env"])
     assert result.returncode == 0, result.stderr
@@ -464,6 +468,9 @@ def test_hdfs_restore_waits_until_the_datanode_is_live(hdfs: dict[str, Any]) -> 
                                                    "FAKE_HDFS_DEAD": "dn1.example.com"})
     assert result.returncode == 6, result.stderr
     assert "not among the live DataNodes" in result.stderr
+    # maintenance is not ended while the node is dead: its replicas would be re-copied
+    assert json.loads(hdfs["hosts"].read_text())[1]["adminState"] == "IN_MAINTENANCE"
+    assert "dfsadmin -refreshNodes" not in calls(hdfs)[1:]
 
 
 @needs_jq_flock

@@ -19,10 +19,17 @@
 #   refuses to add a missing host (that would shut every other DataNode out).
 # This hook sets this DataNode's entry to
 #   {"hostName": "<host>", "adminState": "IN_MAINTENANCE",
-#    "maintenanceExpireTimeInMS": <now + HDFS_MAINTENANCE_S, epoch milliseconds>}
-# (the expiry is the safety net: the NameNode ends maintenance by itself even if the
-# restore hook never runs), runs `hdfs dfsadmin -refreshNodes`, and polls
-# `hdfs dfsadmin -report` until the node's "Decommission Status" is "In maintenance".
+#    "maintenanceExpireTimeInMS": <expiry, epoch milliseconds>}
+# with the expiry at the event's NotBefore (QG_NOT_BEFORE; now if it is past or unset)
+# + HDFS_MAINTENANCE_S (how long the maintenance may last) + HDFS_MAINTENANCE_MARGIN_S.
+# The expiry is the safety net: the NameNode ends maintenance by itself even if the
+# restore hook never runs, and not before the platform may still be at work. It then
+# runs `hdfs dfsadmin -refreshNodes` and polls `hdfs dfsadmin -report` until the node's
+# "Decommission Status" is "In maintenance": the NameNode moves it there from
+# "Entering maintenance" once every block it holds has
+# dfs.namenode.maintenance.replication.min live replicas on other nodes (it re-replicates
+# first when needed), and checks that every dfs.namenode.decommission.interval (30 s by
+# default: a drain can take that long even with nothing to copy).
 # A node already DECOMMISSIONED in the file is left alone (nothing to drain).
 #
 # The NameNodes (both, with HA) must read the file the hook edits: a shared file system
@@ -39,7 +46,9 @@
 #   HDFS_DATANODE_HOST  this DataNode's hostName in the file (default: hostname -f)
 #   HDFS_BIN            the hdfs command (default: hdfs); point it to a wrapper to kinit,
 #                       or to run as a member of dfs.permissions.superusergroup
-#   HDFS_MAINTENANCE_S  maintenance expiry from now, seconds (default 7200)
+#   HDFS_MAINTENANCE_S  how long the maintenance may last from NotBefore, seconds
+#                       (default 3600; Azure gives no duration for a Reboot)
+#   HDFS_MAINTENANCE_MARGIN_S  added to the expiry, seconds (default 1800)
 #   HDFS_WAIT_S         how long to wait for "In maintenance" (default 240)
 #   HDFS_POLL_S         seconds between checks (default 5)
 #
@@ -58,7 +67,8 @@ HDFS_HOSTS_LOCK="${HDFS_HOSTS_LOCK:-$HDFS_HOSTS_FILE.lock}"
 HDFS_HOSTS_SYNC="${HDFS_HOSTS_SYNC:-}"
 HDFS_DATANODE_HOST="${HDFS_DATANODE_HOST:-$(hostname -f 2>/dev/null || hostname)}"
 HDFS_BIN="${HDFS_BIN:-hdfs}"
-HDFS_MAINTENANCE_S="${HDFS_MAINTENANCE_S:-7200}"
+HDFS_MAINTENANCE_S="${HDFS_MAINTENANCE_S:-3600}"
+HDFS_MAINTENANCE_MARGIN_S="${HDFS_MAINTENANCE_MARGIN_S:-1800}"
 HDFS_WAIT_S="${HDFS_WAIT_S:-240}"
 HDFS_POLL_S="${HDFS_POLL_S:-5}"
 export HDFS_HOSTS_FILE
@@ -67,6 +77,9 @@ export HDFS_HOSTS_FILE
 [[ -n "$HDFS_HOSTS_FILE" ]] || die 2 "HDFS_HOSTS_FILE (the NameNodes' dfs.hosts JSON file) is not set"
 [[ -n "$HDFS_DATANODE_HOST" ]] || die 2 "cannot tell this DataNode's host name: set HDFS_DATANODE_HOST"
 [[ "$HDFS_MAINTENANCE_S" =~ ^[0-9]+$ ]] || die 2 "HDFS_MAINTENANCE_S must be whole seconds"
+[[ "$HDFS_MAINTENANCE_MARGIN_S" =~ ^[0-9]+$ ]] || die 2 "HDFS_MAINTENANCE_MARGIN_S must be whole seconds"
+[[ -z "${QG_NOT_BEFORE:-}" || "${QG_NOT_BEFORE}" =~ ^[0-9]+([.][0-9]*)?$ ]] \
+    || die 2 "QG_NOT_BEFORE must be epoch seconds, not '${QG_NOT_BEFORE}'"
 [[ "$HDFS_WAIT_S" =~ ^[0-9]+$ ]] || die 2 "HDFS_WAIT_S must be whole seconds"
 [[ "$HDFS_POLL_S" =~ ^[0-9]+([.][0-9]+)?$ ]] || die 2 "HDFS_POLL_S must be a number of seconds"
 for tool in jq flock "$HDFS_BIN"; do
@@ -93,7 +106,11 @@ case "$state" in
     DECOMMISSIONED) log "$host is decommissioned: nothing to drain"; exit 0 ;;
 esac
 
-expire_ms=$(( ($(date +%s) + HDFS_MAINTENANCE_S) * 1000 ))
+now=$(date +%s)
+not_before="${QG_NOT_BEFORE:-}"
+start=${not_before%%.*}
+((${start:-0} > now)) || start=$now
+expire_ms=$(( (start + HDFS_MAINTENANCE_S + HDFS_MAINTENANCE_MARGIN_S) * 1000 ))
 tmp="$(mktemp "$HDFS_HOSTS_FILE.XXXXXX")"
 trap 'rm -f "$tmp"' EXIT
 jq --arg host "$host" --argjson until "$expire_ms" '
