@@ -319,7 +319,8 @@ class Agent:
             resources=list(event.resources),
             not_before=None if started else EPOCH + event.not_before,
             incarnation=version, seen_by=[self.vm], first_seen=EPOCH + t, last_seen=EPOCH + t,
-            started_at=EPOCH + t if started else None)
+            started_at=EPOCH + t if started else None, incarnations={self.vm: version},
+            observed_at=EPOCH + t)
 
     def _merge(self, t: float, seen: PlatformEvent) -> None:
         current = self.zk.events.get(seen.event_id)
@@ -329,7 +330,7 @@ class Agent:
 
     def _gone(self, t: float, eid: str, version: int) -> None:
         current = self.zk.events.get(eid)
-        wanted = mark_gone(current, version, EPOCH + t)
+        wanted = mark_gone(current, self.vm, version, EPOCH + t)
         if wanted is not None and wanted != current:
             self.zk.put_event(t, wanted)
 

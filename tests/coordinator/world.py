@@ -666,11 +666,11 @@ class World:
             self.stored_groups[name] = self.groups[name]
             self.group_changed_at[name] = self.now
             self.counts["group_changes"] += 1
-        elif roll < 0.015 and self.groups:  # a hand-written group that does not decode
+        elif roll < 0.013 and self.groups:  # a hand-written group that does not decode
             self.corrupt_groups.add(self.rng.choice(sorted(self.groups)))
             self.counts["corrupt_records"] += 1
         elif roll < 0.02 and self.corrupt_groups:
-            self.corrupt_groups.clear()
+            self.corrupt_groups.clear()  # an operator fixes it (it blocks every admission)
         elif roll < 0.022:
             held = [d for d in self.decisions.values() if d.state is S.HELD
                     and d.event_id not in self.overrides]
