@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import os
 import socket
 import subprocess
@@ -174,8 +175,8 @@ def test_events_and_one_event(api: Api, zk: KazooClient, cluster: Layout,
     assert [r[0] for r in rows[1:]] == ["E-done", "E-held"]
     held = rows[2]
     assert held[1:5] == ["Reboot", "Scheduled", "held", "seen"]
-    assert (" ".join(held[5:7]) == "in 10m00s" or held[6].startswith("9m5")) and (
-        held[7] == "vm-1,vm-2")
+    assert held[5] == "in" and re.fullmatch(r"(10m00s|[89]m\d\ds)", held[6]), held[5:7]
+    assert held[7] == "vm-1,vm-2"  # (a loaded machine may take a while to get here)
     assert "unsafe: g would keep 1 of 3, min 2" in out
     code, out, _ = run(capsys, "events", "--active", url=api.url, token=VIEWER)
     assert [r[0] for r in lines(out)[1:]] == ["E-held"]
