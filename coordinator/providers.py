@@ -275,8 +275,11 @@ def hdfs_groups(config: ProviderConfig, addresses: dict[str, str],
     base = config.url.rstrip("/")
     with httpx.Client(timeout=config.timeout_s, trust_env=False) as http:
         try:
-            info = http.get(f"{base}/jmx", params={
-                "qry": "Hadoop:service=NameNode,name=NameNodeInfo"}).json()["beans"][0]
+            beans = http.get(f"{base}/jmx", params={
+                "qry": "Hadoop:service=NameNode,name=NameNodeInfo"}).json()["beans"]
+            if not beans:
+                raise ProviderError(f"NameNode {base} is starting (no NameNodeInfo yet)")
+            info = beans[0]
             minimum = config.min_available
             if not isinstance(minimum, int):
                 minimum = _hdfs_maintenance_min(http, base)
@@ -314,14 +317,13 @@ def hdfs_groups(config: ProviderConfig, addresses: dict[str, str],
 
 def _hdfs_maintenance_min(http: Any, base: str) -> int:
     """dfs.namenode.maintenance.replication.min as the NameNode runs it (default 1)."""
-    try:
-        response = http.get(f"{base}/conf", params={
-            "name": "dfs.namenode.maintenance.replication.min", "format": "json"})
-        for prop in response.json().get("properties", []):
-            if prop.get("key") == "dfs.namenode.maintenance.replication.min":
-                return int(prop["value"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.debug("NameNode %s /conf: %r; assuming 1", base, exc)
+    try:  # the conf servlet answers XML: <property><name>..</name><value>2</value>...
+        response = http.get(f"{base}/conf",
+                            params={"name": "dfs.namenode.maintenance.replication.min"})
+        match = re.search(r"<name>dfs\.namenode\.maintenance\.replication\.min</name>"
+                          r"\s*<value>\s*(\d+)\s*</value>", response.text)
+        if match:
+            return int(match.group(1))
     except Exception as exc:  # an HTTP error: the default, the next poll asks again
         log.debug("NameNode %s /conf: %r; assuming 1", base, exc)
     return 1
@@ -332,7 +334,8 @@ def kafka_groups(config: ProviderConfig, addresses: dict[str, str],
     """One group per distinct replica set of the cluster's partitions (module doc)."""
     try:
         from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient, ConfigResource
+        from confluent_kafka.admin import AdminClient
+        from confluent_kafka.admin._config import ConfigResource
     except ImportError as exc:
         raise ProviderError(f"kind=kafka needs confluent-kafka: {exc}") from exc
     assert config.bootstrap

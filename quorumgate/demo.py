@@ -7,7 +7,10 @@ and two coordinator replicas. Then the platform walks the update domains one by 
 a virtual clock; the terminal shows each event's drains, approval, acknowledgement,
 reboot and restore, and the holds with their reasons; finally a summary table.
 `--workload patroni` puts a real Patroni/PostgreSQL cluster on three of the VMs
-(quorumgate/workloads/patroni.py) and reports lost writes, outages and failovers.
+(quorumgate/workloads/patroni.py) and reports lost writes, outages and failovers;
+`--workload hdfs` and `--workload kafka` run real Hadoop and Kafka daemons
+(quorumgate/workloads/hdfs.py, kafka.py) and print their figures as a table
+(`--compare`: ack-on-sight and never-ack beside quorumgate).
 Everything it starts it stops on the way out.
 """
 
@@ -58,10 +61,20 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                         help="how long each VM's drain hook takes, in virtual seconds")
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="real seconds before the rollout gives up")
-    parser.add_argument("--workload", choices=["none", "patroni"], default="none",
+    parser.add_argument("--workload", choices=["none", "patroni", "hdfs", "kafka"],
+                        default="none",
                         help="patroni: a real 3-member Patroni/PostgreSQL cluster on vm-0..2 "
                              "(one per UD), its group from Patroni's members in ZooKeeper, "
-                             "switchover drains and a write load (6 VMs, 3 FDs x 3 UDs)")
+                             "switchover drains and a write load (6 VMs, 3 FDs x 3 UDs); "
+                             "hdfs: a real NameNode and a DataNode on each of 6 VMs, racks "
+                             "from quorumgate, groups from the NameNode, maintenance-state "
+                             "drains, a WebHDFS client; kafka: 3 real KRaft brokers (one per "
+                             "UD), leadership-moving drains, an idempotent acks=all producer "
+                             "and a checking consumer")
+    parser.add_argument("--compare", action="store_true",
+                        help="hdfs, kafka: after the rollout, run the same rollout with "
+                             "ack-on-sight and never-ack on fresh clusters and print the "
+                             "three side by side (about 10 more minutes)")
     return parser.parse_args(list(argv))
 
 
@@ -143,6 +156,32 @@ def workload_lines(report: dict[str, Any]) -> str:
             f"{report.get('unplanned_failovers', 0)}")
 
 
+def compare(workload: str, hosts: str, speed: float, say: Any) -> dict[str, Any]:
+    """The same rollout under ack-on-sight and never-ack, each on a fresh stack."""
+    from quorumgate.rollout import rollout_stack
+    from quorumgate.workloads import hdfs, kafka
+
+    make = hdfs.hdfs_spec if workload == "hdfs" else kafka.kafka_spec
+    rows = {}
+    for strategy in ("ack-on-sight", "never-ack"):
+        say(f"\n--- the same rollout under {strategy} (fresh cluster) ---")
+        spec = make(strategy, speed=speed, say=say)
+        with rollout_stack(spec, hosts, f"demo-{strategy}-{uuid.uuid4().hex[:6]}",
+                           out=say) as rollout:
+            spec.workload.wait_ready()  # type: ignore[attr-defined]
+            summary = rollout.run()
+        rows[strategy] = (summary, summary.workload)
+    return rows
+
+
+def side_by_side(workload: str, rows: dict[str, Any]) -> str:
+    """The workload's figures, one line per strategy (`bench.hdfs`, `bench.kafka`)."""
+    from quorumgate.workloads import hdfs, kafka
+
+    table = hdfs.report_table if workload == "hdfs" else kafka.report_table
+    return table(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     from quorumgate.rollout import RolloutSpec, rollout_stack  # lazy: heavy imports
@@ -169,6 +208,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec.walk = args.walk
         handled += (PatroniError,)
         spec.drain_command = f"sleep {args.drain_seconds / args.speed:.3f}"  # VMs 3-5
+    elif args.workload in ("hdfs", "kafka"):
+        from quorumgate.workloads import hdfs, kafka
+
+        module: Any = hdfs if args.workload == "hdfs" else kafka
+        find = hdfs.find_hdfs if args.workload == "hdfs" else kafka.find_kafka
+        if problem := find():
+            print(f"quorumgate demo: {problem}", file=sys.stderr)
+            return 1
+        args.speed = args.speed or 15.0
+        make = hdfs.hdfs_spec if args.workload == "hdfs" else kafka.kafka_spec
+        spec = make(speed=args.speed, coordinators=args.coordinators, say=say,
+                    timeout_s=max(args.timeout, 420.0))
+        args.fds, args.uds, args.vms = 3, 3, spec.cluster["vms"]
+        spec.walk = args.walk
+        handled += (module.HdfsError if args.workload == "hdfs" else module.KafkaError,)
     else:
         args.speed = args.speed or 60.0
         spec = RolloutSpec(
@@ -200,7 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for line in rollout.endpoints():
                     say(line)
                 describe = getattr(spec.workload, "describe", None)
-                for line in describe() if describe else []:
+                if describe and not hasattr(spec.workload, "wait_ready"):
+                    for line in describe():
+                        say(line)
+                if wait_ready := getattr(spec.workload, "wait_ready", None):
+                    say(f"starting {args.workload} once the agents are registered "
+                        f"(racks come from quorumgate) ...")
+                    wait_ready()
+                describe = getattr(spec.workload, "describe", None)
+                for line in describe() if describe and wait_ready else []:
                     say(line)
                 say(f"cluster {cluster}: {len(vms)} agents and {args.coordinators} "
                     f"coordinators up; the platform starts its update-domain walk "
@@ -211,7 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     say("")
                     say(summary.table())
-                    if summary.workload:
+                    if summary.workload and args.workload in ("hdfs", "kafka"):
+                        rows = {"quorumgate": (summary, summary.workload)}
+                        if args.compare:
+                            rows.update(compare(args.workload, hosts, args.speed, say))
+                        say(side_by_side(args.workload, rows))
+                    elif summary.workload:
                         say(workload_lines(summary.workload))
                 ok = summary.completed and not summary.violations
                 if args.once or stopping.is_set():

@@ -60,6 +60,7 @@ from coordinator.providers import ProviderConfig
 from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate.workloads import jvm
 from quorumgate.zkserver import free_ports
+from registry.records import Policy
 
 if TYPE_CHECKING:
     from quorumgate.rollout import Rollout
@@ -69,6 +70,12 @@ DRAIN_HOOK = HOOKS_DIR / "hdfs-datanode-drain.sh"
 RESTORE_HOOK = HOOKS_DIR / "hdfs-datanode-restore.sh"
 BLOCK_SIZE = 1024 * 1024
 USER = "qg"
+
+
+DRAIN_TIMEOUT_S = 3000.0
+"""The policy's drain timeout in virtual seconds (200 s real at x15): the hooks run
+`hdfs dfsadmin` (a JVM) several times, tens of seconds on a busy 2-core machine."""
+RESTORE_TIMEOUT_S = 3600.0
 
 
 class HdfsError(RuntimeError):
@@ -147,11 +154,11 @@ declare -A vm=({table})
 args=()
 for host in "$@"; do args+=("${{vm[$host]:-$host}}"); done
 exec {quorumgate} topology hdfs --url {url} --token {token} --cache {cache} \\
-    --default-rack /fd-unknown/ud-unknown "${{args[@]}}"
+    --timeout 10 --default-rack /fd-unknown/ud-unknown "${{args[@]}}"
 """
 
 
-def _quorumgate_command() -> str:
+def quorumgate_command() -> str:
     script = Path(sys.executable).parent / "quorumgate"
     return str(script) if script.exists() else f"{sys.executable} -m quorumgate.cli"
 
@@ -266,7 +273,7 @@ class HdfsCluster:
         rack = self.base / "bin" / "rack"
         table = " ".join(f"[{d.address}]={d.vm}" for d in self.datanodes.values())
         rack.write_text(RACK_SCRIPT.format(
-            table=table, quorumgate=_quorumgate_command(), url=rack_url, token=rack_token,
+            table=table, quorumgate=quorumgate_command(), url=rack_url, token=rack_token,
             cache=self.base / "topology.json"))
         rack.chmod(0o755)
         self.hosts_file.write_text(json.dumps(
@@ -331,6 +338,23 @@ class HdfsCluster:
                        jvm.classpath(jvm.HADOOP, d.dir / "conf", self.base),
                        "org.apache.hadoop.hdfs.server.datanode.DataNode"],
                 d.dir / "datanode.log"))
+
+    def resolve_racks(self, timeout: float = 60.0) -> dict[str, str]:
+        """Run the rack script as the NameNode will, until it knows every DataNode
+        (this also fills its cache, so the NameNode's own call answers at once)."""
+        assert self.base is not None
+        addresses = [d.address for d in self.datanodes.values()]
+        deadline = time.monotonic() + timeout
+        while True:
+            done = jvm.run_tool([str(self.base / "bin" / "rack"), *addresses], 30)
+            racks = dict(zip(self.vms, done.stdout.split(), strict=False))
+            if len(racks) == len(self.vms) and all(
+                    r.startswith("/fd") and "unknown" not in r for r in racks.values()):
+                return racks
+            if time.monotonic() > deadline:
+                raise HdfsError(f"the rack script does not know every DataNode: {racks} "
+                                f"{done.stderr.strip()[-300:]}")
+            time.sleep(1.0)
 
     def add_routes(self) -> None:
         for d in self.datanodes.values():
@@ -647,6 +671,8 @@ class HdfsWatch:
         self.figures = WatchFigures()
         self.blocks: dict[str, tuple[int, frozenset[str]]] = {}
         self.timeline: list[dict[str, Any]] = []
+        self.rereplications: list[tuple[float, str, list[str], list[str]]] = []
+        """(when, block, replicas before, replicas added) of every re-replication."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hdfs-watch", daemon=True)
         self._last: tuple[float, int] | None = None
@@ -702,6 +728,9 @@ class HdfsWatch:
                 added = vms - before[1]
                 f.rereplicated += len(added)
                 f.rereplicated_bytes += len(added) * length
+                if added:
+                    self.rereplications.append((time.time(), block, sorted(before[1]),
+                                                sorted(added)))
                 vms_known = before[1] | vms
             else:
                 vms_known = vms
@@ -776,15 +805,19 @@ class HdfsWorkload(Workload):
         self.cluster.prepare(url, rollout.viewer_token)
         self.cluster.add_routes()
         self.cluster.format()
-        self.cluster.start_namenode(max(10.0, self._deadline - time.monotonic()))
-        self.say(f"HDFS NameNode active at {self.cluster.nn_url}")
         self._starter = threading.Thread(target=self._start_rest, args=(rollout,),
                                          name="hdfs-start", daemon=True)
         self._starter.start()
 
     def _start_rest(self, rollout: Rollout) -> None:
         try:
+            # The NameNode resolves the racks of every host in its include file when it
+            # starts (and caches them): quorumgate must know the VMs by then.
             self._wait_registered(rollout)
+            racks = self.cluster.resolve_racks(max(10.0, self._deadline - time.monotonic()))
+            self.say(f"HDFS racks from quorumgate topology hdfs: {racks}")
+            self.cluster.start_namenode(max(10.0, self._deadline - time.monotonic()))
+            self.say(f"HDFS NameNode active at {self.cluster.nn_url}")
             for vm in self.vm_names:
                 self.cluster.start_datanode(vm)
             self.cluster.wait_datanodes(self.vm_names,
@@ -921,6 +954,10 @@ class HdfsWorkload(Workload):
             "rereplicated_replicas": f.rereplicated,
             "rereplicated_bytes": f.rereplicated_bytes,
             "max_pending_reconstruction": f.max_pending_reconstruction,
+            "rereplications": [list(r) for r in (self.watch.rereplications
+                                                 if self.watch else [])][:20],
+            "vm_events": [list(e) for e in self.vm_events],
+            "hook_logs": hook_logs(self.cluster.base, self.vm_names),
             "healthy_at_end": healthy,
             "racks": self.cluster.racks(),
             "reboots": {vm: self.cluster.daemons.daemons[vm].kills for vm in self.vm_names},
@@ -935,6 +972,17 @@ class HdfsWorkload(Workload):
         if self.watch is not None:
             self.watch.stop()
         self.cluster.close()
+
+
+def hook_logs(base: Path | None, vms: Sequence[str], lines: int = 12) -> dict[str, list[str]]:
+    """The last lines of each VM's hook log (`<base>/hooks-<vm>.log`)."""
+    out: dict[str, list[str]] = {}
+    for vm in vms:
+        if base is not None:
+            with contextlib.suppress(OSError):
+                out[vm] = (base / f"hooks-{vm}.log").read_text(
+                    errors="replace").splitlines()[-lines:]
+    return out
 
 
 def hdfs_spec(strategy: str = "quorumgate", *, vms: int = 6, speed: float = 15.0,
@@ -956,7 +1004,8 @@ def hdfs_spec(strategy: str = "quorumgate", *, vms: int = 6, speed: float = 15.0
                        speed=speed, downtime_s=downtime_s, strategy=strategy,
                        coordinators=coordinators, workload=load, timeout_s=timeout_s,
                        providers=[load.provider()], checked_groups=load.checked_groups(),
-                       api=True)
+                       api=True, policy=Policy(drain_timeout_s=DRAIN_TIMEOUT_S,
+                                               restore_timeout_s=RESTORE_TIMEOUT_S))
 
 
 def report_table(rows: dict[str, tuple[Any, dict[str, Any]]]) -> str:
