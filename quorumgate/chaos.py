@@ -265,6 +265,7 @@ class Chaos:
         self.coordinator_restarts = 0
         self._closing: list[Callable[[], None]] = []
         self._zk: Any = None
+        self._cool: dict[str, float] = {}
 
     def say(self, line: str) -> None:
         self.log.append(line)
@@ -316,6 +317,7 @@ class Chaos:
                                    emulator_host=host_ip, agent_host=self._agent_host
                                    ) as rollout:
                     self.rollout = rollout
+                    rollout.watcher.reasons = True  # decisions.log: every reason, for post-mortems
                     started = rollout.watcher.start_at = rollout.clock.now()
                     self.group_versions = [
                         checker.GroupVersion(g.name, tuple(g.members), g.min_available)
@@ -529,6 +531,7 @@ class Chaos:
         if active is None or active.done:
             return
         active.done = True
+        self._cool[active.key] = time.monotonic() + self.COOL_DOWN_S.get(active.key, 0.0)
         try:
             active.heal()
         finally:
@@ -537,7 +540,14 @@ class Chaos:
             self.windows.append(checker.FaultWindow(active.kind, active.started,
                                                     now + recovery, active.scope))
 
+    COOL_DOWN_S = {"coordinators": 4.0, "zk": 4.0, "junk": 4.0}
+    """Real seconds after a heal before the same part is hit again: a new leader (3 s
+    session + election) or a re-formed quorum gets a moment to work, as in a real cloud
+    where failures of one part do not come every few seconds."""
+
     def _busy(self, key: str) -> bool:
+        if self._cool.get(key, 0.0) > time.monotonic():
+            return True
         return any(a.key == key for a in self._active.values())
 
     def _heal_all(self) -> None:
@@ -1101,6 +1111,8 @@ class Chaos:
         return False
 
     def _f_malformed_record(self) -> bool:
+        if self._busy("junk"):
+            return False
         layout = self.rollout.layout
         client = self._client()
         tag = uuid.uuid4().hex[:6]
@@ -1338,6 +1350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uds", type=int, default=5)
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--speed", type=float, default=60.0)
+    parser.add_argument("--nemesis-every", default="2,5", metavar="MIN,MAX",
+                        help="real seconds between two faults (default 2,5)")
     parser.add_argument("--faults", default="all",
                         help="comma-separated fault kinds, `all`, or `none` (no nemesis)")
     parser.add_argument("--no-network", action="store_true",
@@ -1364,7 +1378,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown fault kinds: {', '.join(unknown)} (known: {', '.join(FAULTS)})")
     spec = ChaosSpec(seed=args.seed, duration_s=args.duration, settle_s=args.settle,
                      vms=args.vms, uds=args.uds, groups=args.groups, speed=args.speed,
-                     faults=faults, network=not args.no_network, keep=args.keep)
+                     faults=faults, network=not args.no_network, keep=args.keep,
+                     nemesis_every_s=tuple(float(x) for x in args.nemesis_every.split(",")))
     say: Callable[[str], None] = ((lambda line: print(line, file=sys.stderr, flush=True))
                                   if args.json else print)
 

@@ -275,6 +275,8 @@ class Watcher:
         self.ud_of = ud_of
         self.out = out
         self.decisions: dict[str, Decision] = {}
+        self.reasons = False
+        """Also print every change of a decision's reason (not only of its state)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rollout-watcher", daemon=True)
 
@@ -304,7 +306,8 @@ class Watcher:
                 continue
             old = self.decisions.get(eid)
             self.decisions[eid] = decision
-            if old is None or old.state is not decision.state:
+            if old is None or old.state is not decision.state or (
+                    self.reasons and old.reason != decision.reason):
                 ud = sorted({self.ud_of[vm] for vm in decision.reserved if vm in self.ud_of})
                 where = f"UD {','.join(map(str, ud))}" if ud else ""
                 self.out(f"[{self.stamp()}] event {eid[:8]} {where:<5} "
