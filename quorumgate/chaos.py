@@ -1389,7 +1389,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     report = rejudge(args.rejudge) if args.rejudge else Chaos(spec, out=say).run()
     if args.baseline:
-        calm = ChaosSpec(**{**asdict(spec), "faults": ()})
+        calm = ChaosSpec(**{**asdict(spec), "faults": (),
+                            "keep": spec.keep / "baseline" if spec.keep else None})
         base = Chaos(calm, out=lambda line: None).run()
         report.baseline = {"events": base.events, "classes": base.classes,
                            "time_to_ack_s": base.time_to_ack_s,
