@@ -15,6 +15,7 @@ with the reason, where they cannot be had; a failure under CI (`CI` set).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import warnings
@@ -35,7 +36,14 @@ from coordinator.providers import (
 )
 from quorumgate.rollout import rollout_stack
 from quorumgate.workloads import jvm
-from quorumgate.workloads.hdfs import HdfsWorkload, find_hdfs, hdfs_spec, parse_fsck
+from quorumgate.workloads.hdfs import (
+    DRAIN_HOOK,
+    RESTORE_HOOK,
+    HdfsWorkload,
+    find_hdfs,
+    hdfs_spec,
+    parse_fsck,
+)
 from registry.records import Group
 
 
@@ -206,6 +214,27 @@ def test_agent_settings_wire_the_deploy_hooks() -> None:
 # ---------------------------------------------------------------- the real cluster
 
 
+def _hooks_by_hand(workload: HdfsWorkload, vm: str) -> dict[str, Any]:
+    """Run the drain and restore hooks for `vm` with `hdfs dfsadmin` polling."""
+    cluster = workload.cluster
+    d = cluster.datanodes[vm]
+    env = {**os.environ, "HDFS_HOSTS_FILE": str(cluster.hosts_file),
+           "HDFS_DATANODE_HOST": d.address, "HDFS_BIN": str(cluster.hdfs_bin),
+           "HDFS_POLL_S": "1", "HDFS_WAIT_S": "120", "QG_EVENT_ID": "by-hand"}
+    env.pop("HDFS_NAMENODE_HTTP", None)
+    out: dict[str, Any] = {}
+    done = subprocess.run(["bash", str(DRAIN_HOOK)], env={**env, "QG_ACTION": "drain"},
+                          capture_output=True, text=True, timeout=200, check=False)
+    out["drain"] = (done.returncode, done.stderr[-1500:])
+    node = cluster.node_lists().get(vm, {})
+    out["state"] = (node.get("adminState"), node.get("state"))
+    done = subprocess.run(["bash", str(RESTORE_HOOK)], env={**env, "QG_ACTION": "restore"},
+                          capture_output=True, text=True, timeout=300, check=False)
+    out["restore"] = (done.returncode, done.stderr[-1500:])
+    return out
+
+
+
 def _processes_mentioning(text: str) -> list[int]:
     from tests.test_patroni import _processes_mentioning as find
 
@@ -223,6 +252,7 @@ def test_rollout_over_real_hdfs_loses_no_read(
         base = workload.cluster.base
         assert base is not None
         racks = workload.cluster.racks()
+        hooks = _hooks_by_hand(workload, "vm-5")
         groups = {}
         for name in zk.get_children(rollout.layout.groups):
             if name.startswith("hdfs-"):
@@ -241,6 +271,12 @@ def test_rollout_over_real_hdfs_loses_no_read(
     # Groups came from the NameNode: replica sets of 3 with HDFS's minimum (1).
     assert groups and all(len(g["members"]) == 3 and g["min_available"] == 1
                           and g["source"] == "provider:hdfs" for g in groups.values()), groups
+    # The hooks as operators run them by hand (`hdfs dfsadmin -report`, no JMX): into
+    # maintenance and back, on the real NameNode.
+    assert hooks["drain"][0] == 0, hooks
+    assert "is In maintenance: drained" in hooks["drain"][1], hooks
+    assert hooks["state"] == ("In Maintenance", "live"), hooks
+    assert hooks["restore"][0] == 0 and "live and Normal" in hooks["restore"][1], hooks
     assert summary.completed, detail
     assert summary.violations == [], detail
     assert summary.acknowledged == 3 and summary.forced == 0, detail

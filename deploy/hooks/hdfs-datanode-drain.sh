@@ -51,6 +51,9 @@
 #   HDFS_MAINTENANCE_MARGIN_S  added to the expiry, seconds (default 1800)
 #   HDFS_WAIT_S         how long to wait for "In maintenance" (default 240)
 #   HDFS_POLL_S         seconds between checks (default 5)
+#   HDFS_NAMENODE_HTTP  the active NameNode's HTTP address, e.g. http://nn1:9870
+#                       (optional; needs curl): read the node's state from the NameNode's
+#                       JMX instead of starting `hdfs dfsadmin -report` (a JVM) each poll
 #
 # Exit codes: 0 in maintenance (or decommissioned); 2 bad configuration or a missing
 #   tool; 3 hosts file problem (missing, not a JSON array, this host not listed);
@@ -71,6 +74,7 @@ HDFS_MAINTENANCE_S="${HDFS_MAINTENANCE_S:-3600}"
 HDFS_MAINTENANCE_MARGIN_S="${HDFS_MAINTENANCE_MARGIN_S:-1800}"
 HDFS_WAIT_S="${HDFS_WAIT_S:-240}"
 HDFS_POLL_S="${HDFS_POLL_S:-5}"
+HDFS_NAMENODE_HTTP="${HDFS_NAMENODE_HTTP:-}"
 export HDFS_HOSTS_FILE
 
 [[ "${QG_ACTION:-drain}" == drain ]] || die 2 "QG_ACTION is '${QG_ACTION}', this hook only drains"
@@ -82,7 +86,7 @@ export HDFS_HOSTS_FILE
     || die 2 "QG_NOT_BEFORE must be epoch seconds, not '${QG_NOT_BEFORE}'"
 [[ "$HDFS_WAIT_S" =~ ^[0-9]+$ ]] || die 2 "HDFS_WAIT_S must be whole seconds"
 [[ "$HDFS_POLL_S" =~ ^[0-9]+([.][0-9]+)?$ ]] || die 2 "HDFS_POLL_S must be a number of seconds"
-for tool in jq flock "$HDFS_BIN"; do
+for tool in jq flock "$HDFS_BIN" ${HDFS_NAMENODE_HTTP:+curl}; do
     command -v "$tool" >/dev/null || die 2 "$tool is required but not found"
 done
 
@@ -141,10 +145,33 @@ datanode_status() {
         }'
 }
 
+# jmx_status HOST [live]: the same words as dfsadmin ("Normal", "In maintenance", ...)
+# from the NameNode's JMX (NameNodeInfo LiveNodes, and DeadNodes unless "live"); empty
+# when the NameNode does not list HOST (by the host part of its name or xferaddr).
+jmx_status() {
+    local host
+    host="$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')"
+    curl -sf --max-time 10 "${HDFS_NAMENODE_HTTP%/}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo" \
+        | jq -r --arg host "$host" --arg which "${2:-all}" '
+            .beans[0] | (.LiveNodes | fromjson)
+                        + (if $which == "live" then {} else (.DeadNodes | fromjson) end)
+            | to_entries[]
+            | select(((.key | ascii_downcase | split(":")[0]) == $host)
+                     or (((.value.xferaddr // "") | ascii_downcase | split(":")[0]) == $host))
+            | .value.adminState // ""
+            | {"In Service": "Normal", "In Maintenance": "In maintenance",
+               "Entering Maintenance": "Entering maintenance",
+               "Decommission In Progress": "Decommission in progress",
+               "Decommissioned": "Decommissioned"}[.] // .' 2>/dev/null | head -n 1
+}
+
 deadline=$((SECONDS + HDFS_WAIT_S))
 last=""
 while :; do
-    if report="$("$HDFS_BIN" dfsadmin -report 2>/dev/null)"; then
+    if [[ -n "$HDFS_NAMENODE_HTTP" ]]; then
+        status="$(jmx_status "$host")"
+        status="${status:-not listed in the NameNode JMX}"
+    elif report="$("$HDFS_BIN" dfsadmin -report 2>/dev/null)"; then
         status="$(datanode_status "$host" <<<"$report")"
         status="${status:-not in the report}"
     else

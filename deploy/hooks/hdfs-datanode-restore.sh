@@ -24,6 +24,7 @@
 #   the two waits, HDFS_POLL_S default 5), and
 #   HDFS_DATANODE_HTTP  this DataNode's HTTP address, e.g. http://localhost:9864
 #                       (optional; needs curl): wait for its block report too
+#   HDFS_NAMENODE_HTTP  as in the drain hook: the node's state from the NameNode's JMX
 #
 # Exit codes: 0 live and Normal (or decommissioned: nothing to restore); 2 bad
 #   configuration or a missing tool; 3 hosts file problem; 4 HDFS_HOSTS_SYNC or
@@ -44,6 +45,7 @@ HDFS_BIN="${HDFS_BIN:-hdfs}"
 HDFS_WAIT_S="${HDFS_WAIT_S:-240}"
 HDFS_POLL_S="${HDFS_POLL_S:-5}"
 HDFS_DATANODE_HTTP="${HDFS_DATANODE_HTTP:-}"
+HDFS_NAMENODE_HTTP="${HDFS_NAMENODE_HTTP:-}"
 export HDFS_HOSTS_FILE
 
 [[ "${QG_ACTION:-restore}" == restore ]] || die 2 "QG_ACTION is '${QG_ACTION}', this hook only restores"
@@ -51,7 +53,7 @@ export HDFS_HOSTS_FILE
 [[ -n "$HDFS_DATANODE_HOST" ]] || die 2 "cannot tell this DataNode's host name: set HDFS_DATANODE_HOST"
 [[ "$HDFS_WAIT_S" =~ ^[0-9]+$ ]] || die 2 "HDFS_WAIT_S must be whole seconds"
 [[ "$HDFS_POLL_S" =~ ^[0-9]+([.][0-9]+)?$ ]] || die 2 "HDFS_POLL_S must be a number of seconds"
-for tool in jq flock "$HDFS_BIN" ${HDFS_DATANODE_HTTP:+curl}; do
+for tool in jq flock "$HDFS_BIN" ${HDFS_DATANODE_HTTP:+curl} ${HDFS_NAMENODE_HTTP:+curl}; do
     command -v "$tool" >/dev/null || die 2 "$tool is required but not found"
 done
 
@@ -72,10 +74,33 @@ datanode_status() {
         }'
 }
 
+# jmx_status HOST [live]: the same words as dfsadmin ("Normal", "In maintenance", ...)
+# from the NameNode's JMX (NameNodeInfo LiveNodes, and DeadNodes unless "live"); empty
+# when the NameNode does not list HOST (by the host part of its name or xferaddr).
+jmx_status() {
+    local host
+    host="$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')"
+    curl -sf --max-time 10 "${HDFS_NAMENODE_HTTP%/}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo" \
+        | jq -r --arg host "$host" --arg which "${2:-all}" '
+            .beans[0] | (.LiveNodes | fromjson)
+                        + (if $which == "live" then {} else (.DeadNodes | fromjson) end)
+            | to_entries[]
+            | select(((.key | ascii_downcase | split(":")[0]) == $host)
+                     or (((.value.xferaddr // "") | ascii_downcase | split(":")[0]) == $host))
+            | .value.adminState // ""
+            | {"In Service": "Normal", "In Maintenance": "In maintenance",
+               "Entering Maintenance": "Entering maintenance",
+               "Decommission In Progress": "Decommission in progress",
+               "Decommissioned": "Decommissioned"}[.] // .' 2>/dev/null | head -n 1
+}
+
 # live_status: this node's status among the live DataNodes, or why there is none.
 live_status() {
     local report status
-    if report="$("$HDFS_BIN" dfsadmin -report -live 2>/dev/null)"; then
+    if [[ -n "$HDFS_NAMENODE_HTTP" ]]; then
+        status="$(jmx_status "$host" live)"
+        printf '%s' "${status:-not among the live DataNodes yet}"
+    elif report="$("$HDFS_BIN" dfsadmin -report -live 2>/dev/null)"; then
         status="$(datanode_status "$host" <<<"$report")"
         printf '%s' "${status:-not among the live DataNodes yet}"
     else
