@@ -22,19 +22,23 @@ bootstrap:
 	@bash scripts/bootstrap.sh $(BOOTSTRAP_ARGS)
 
 test: bootstrap
-	bash scripts/bootstrap.sh --with chromium --with patroni $(BOOTSTRAP_ARGS) && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	bash scripts/bootstrap.sh --with chromium --with patroni --with hdfs --with kafka $(BOOTSTRAP_ARGS) && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: bootstrap
-	bash scripts/bootstrap.sh $(if $(findstring patroni,$(DEMO_ARGS)),--with patroni) $(BOOTSTRAP_ARGS)
+	bash scripts/bootstrap.sh $(if $(findstring patroni,$(DEMO_ARGS)),--with patroni) \
+		$(if $(findstring hdfs,$(DEMO_ARGS)),--with hdfs) \
+		$(if $(findstring kafka,$(DEMO_ARGS)),--with kafka) $(BOOTSTRAP_ARGS)
 	$(VENV)/bin/quorumgate demo $(DEMO_ARGS)
 
 chaos: bootstrap
 	$(VENV)/bin/quorumgate chaos $(CHAOS_ARGS)
 
 bench: bootstrap
-	bash scripts/bootstrap.sh --with patroni $(BOOTSTRAP_ARGS)
+	bash scripts/bootstrap.sh --with patroni --with hdfs --with kafka $(BOOTSTRAP_ARGS)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.patroni
+	$(VENV)/bin/python -m bench.hdfs
+	$(VENV)/bin/python -m bench.kafka
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
