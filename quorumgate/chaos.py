@@ -38,6 +38,7 @@ import heapq
 import itertools
 import json
 import logging
+import os
 import random
 import shutil
 import signal
@@ -78,7 +79,12 @@ OTHER_FAULTS = ("clock_skew_agent", "clock_jump_coordinator", "imds_fault", "hoo
                 "hook_hang", "stale_event", "malformed_record")
 PLATFORM_FAULTS = ("cancel_event", "no_notice_event", "multi_ud_event", "overlapping_event",
                    "reshape_event", "second_impact")
-FAULTS = PROCESS_FAULTS + NETWORK_FAULTS + OTHER_FAULTS + PLATFORM_FAULTS
+DISK_FAULTS = ("zk_disk_full",)
+FAULTS = PROCESS_FAULTS + NETWORK_FAULTS + DISK_FAULTS + OTHER_FAULTS + PLATFORM_FAULTS
+ROOT_FAULTS = NETWORK_FAULTS + DISK_FAULTS
+"""Need the lab (root): skipped, with the reason logged, without it."""
+DISK_NODE = 2
+"""The ZooKeeper node whose data lives on a small RAM disk that the nemesis fills."""
 
 
 @dataclass
@@ -266,6 +272,8 @@ class Chaos:
         self._closing: list[Callable[[], None]] = []
         self._zk: Any = None
         self._cool: dict[str, float] = {}
+        self.disk: Path | None = None
+        self._restarted: dict[str, float] = {}
 
     def say(self, line: str) -> None:
         self.log.append(line)
@@ -305,8 +313,13 @@ class Chaos:
         try:
             self._network_up(spec)
             zk_hosts, zk_ns = self._zk_addresses()
-            with ZooKeeperEnsemble(3, tick_time_ms=500, min_session_timeout_ms=1000,
-                                   hosts=zk_hosts, netns=zk_ns) as ens:
+            ens = ZooKeeperEnsemble(3, tick_time_ms=500, min_session_timeout_ms=1000,
+                                    hosts=zk_hosts, netns=zk_ns,
+                                    # small log preallocation: a full disk shows at once
+                                    jvm_flags=("-Dzookeeper.preAllocSize=64",))
+            if self.lab is not None:  # a disk the nemesis can fill, before anything runs
+                self.disk = self.lab.mount_tmpfs(ens.nodes[DISK_NODE].data_dir, 512)
+            with ens:
                 ens.start(timeout=90)
                 self.ensemble = ens
                 host_ip = self.lab.host_ip if self.lab else "127.0.0.1"
@@ -401,9 +414,9 @@ class Chaos:
                 self.lab = None
                 self.network = f"off: {exc}"
         if self.lab is None:
-            skipped = [k for k in spec.faults if k in NETWORK_FAULTS]
+            skipped = [k for k in spec.faults if k in ROOT_FAULTS]
             if skipped:
-                self.say(f"chaos: network faults skipped ({self.network}): "
+                self.say(f"chaos: network and disk faults skipped ({self.network}): "
                          f"{', '.join(skipped)}")
 
     def _zk_addresses(self) -> tuple[list[str] | None, list[str | None] | None]:
@@ -578,14 +591,20 @@ class Chaos:
         self._keep_whole()
 
     def _keep_whole(self) -> None:
-        """Bring back what crashed, as systemd would: coordinators and ZooKeeper nodes."""
+        """Bring back what crashed, as systemd would (at most every 2 s each):
+        coordinators and ZooKeeper nodes."""
+        now = time.monotonic()
         for proc in self.coordinators:
-            if proc.wanted and not proc.alive:
+            if proc.wanted and not proc.alive and self._restarted.get(proc.identity, 0) < now:
+                self._restarted[proc.identity] = now + 2.0
                 proc.start()
                 self.coordinator_restarts += 1
                 self.say(f"[{self._stamp()}] supervisor: restarted {proc.identity}")
         for i, node in enumerate(self.ensemble.nodes):
-            if i not in self.held_zk and not node.is_running():
+            key = f"zk{i}"
+            if i not in self.held_zk and not node.is_running() and (
+                    self._restarted.get(key, 0) < now):
+                self._restarted[key] = now + 2.0
                 node.start(wait=False)
 
     # ------------------------------------------------------------ the platform
@@ -687,7 +706,7 @@ class Chaos:
 
     def _available_kinds(self) -> list[str]:
         return [k for k in self.spec.faults
-                if self.lab is not None or k not in NETWORK_FAULTS]
+                if self.lab is not None or k not in ROOT_FAULTS]
 
     def _inject_one(self) -> None:
         kinds = self._available_kinds()
@@ -865,6 +884,20 @@ class Chaos:
         self._begin("zk_freeze_leader", None, lambda i=leader: self.ensemble.resume(i),
                     seconds, "zk", f"SIGSTOP the ZooKeeper leader (node {leader}) for "
                     f"{seconds:.1f} s")
+        return True
+
+    def _f_zk_disk_full(self) -> bool:
+        """Fill the RAM disk that holds one ZooKeeper node's data and transaction log."""
+        if self.disk is None or not self._zk_whole():
+            return False
+        filler = self.disk / "filler"
+        stat = os.statvfs(self.disk)
+        free = stat.f_bavail * stat.f_frsize
+        with filler.open("wb") as f, contextlib.suppress(OSError):
+            os.posix_fallocate(f.fileno(), 0, max(1, free - 4096))
+        seconds = self.rng.uniform(3, 8)
+        self._begin("zk_disk_full", None, lambda: filler.unlink(missing_ok=True), seconds,
+                    "zk", f"ZooKeeper node {DISK_NODE}'s disk full for {seconds:.1f} s")
         return True
 
     # -- network

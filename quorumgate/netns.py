@@ -122,6 +122,7 @@ class NetLab:
         self._lock = threading.RLock()
         self._closed = False
         self._next_host = 10
+        self.mounts: list[str] = []
 
     @property
     def host_ip(self) -> str:
@@ -136,9 +137,7 @@ class NetLab:
         remove_stale()
         self.subnet = _free_subnet()
         atexit.register(self.close)
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        (STATE_DIR / self.prefix).write_text(json.dumps(
-            {"pid": os.getpid(), "subnet": str(self.subnet), "bridge": self.bridge}))
+        self._save()
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         _run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
@@ -228,6 +227,21 @@ class NetLab:
                     names.add(node.name)
             self._apply(names)
 
+    def mount_tmpfs(self, path: Path, size_mb: int) -> Path:
+        """A small RAM disk at `path` (a disk that can fill up); unmounted at close."""
+        path.mkdir(parents=True, exist_ok=True)
+        _run("mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(path))
+        with self._lock:
+            self.mounts.append(str(path))
+            self._save()
+        return path
+
+    def _save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        (STATE_DIR / self.prefix).write_text(json.dumps(
+            {"pid": os.getpid(), "subnet": str(self.subnet), "bridge": self.bridge,
+             "mounts": self.mounts}))
+
     def host_node(self) -> Node:
         """The harness's own address as a pseudo-node for `partition`."""
         return Node("host", "", self.host_ip, self.bridge)
@@ -257,7 +271,7 @@ class NetLab:
             if self._closed:
                 return
             self._closed = True
-        _teardown(self.prefix, self.bridge)
+        _teardown(self.prefix, self.bridge, self.mounts)
         with contextlib.suppress(OSError):
             (STATE_DIR / self.prefix).unlink()
 
@@ -268,8 +282,11 @@ class NetLab:
         self.close()
 
 
-def _teardown(prefix: str, bridge: str) -> None:
-    """Kill whatever still runs in the prefix's namespaces, then remove them and links."""
+def _teardown(prefix: str, bridge: str, mounts: Iterable[str] = ()) -> None:
+    """Kill whatever still runs in the prefix's namespaces, then remove them, the links
+    and the RAM disks."""
+    for path in mounts:
+        _run("umount", "-l", path, check=False)
     listed = _run("ip", "netns", "list", check=False).stdout.split("\n")
     names = [line.split()[0] for line in listed if line.startswith(f"{prefix}-")]
     for ns in names:
@@ -299,7 +316,8 @@ def remove_stale() -> list[str]:
             info = {}
         if _alive(info.get("pid")):
             continue
-        _teardown(path.name, str(info.get("bridge") or f"{path.name}br"))
+        _teardown(path.name, str(info.get("bridge") or f"{path.name}br"),
+                  [str(m) for m in info.get("mounts", [])])
         with contextlib.suppress(OSError):
             path.unlink()
         removed.append(path.name)

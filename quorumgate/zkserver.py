@@ -281,6 +281,8 @@ class ZooKeeperServer:
     """Per server id, the address its quorum ports listen on (default: `host`)."""
     netns: str | None = None
     """Run the JVM in this network namespace (`ip netns exec`; see quorumgate.netns)."""
+    jvm_flags: tuple[str, ...] = ()
+    """More JVM options, e.g. `-Dzookeeper.preAllocSize=1024` (KB) for a small disk."""
 
     def __post_init__(self) -> None:
         # A port we picked may be taken before Java binds it: then the first start
@@ -356,6 +358,7 @@ class ZooKeeperServer:
             *prefix,
             install.java,
             f"-Xmx{self.heap}",
+            *self.jvm_flags,
             "-XX:+UseSerialGC",  # fewer GC threads: several JVMs share 2 cores in CI
             f"-Dlog4j.configuration=file:{self.base_dir / 'log4j.properties'}",
             "-Dzookeeper.root.logger=INFO,CONSOLE",

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def _links(prefix: str) -> list[str]:
     return [line for line in (shown + spaces).splitlines() if prefix in line]
 
 
-def test_partitions_are_directional_and_the_lab_cleans_up() -> None:
+def test_partitions_are_directional_and_the_lab_cleans_up(tmp_path: Path) -> None:
     lab = _lab_or_skip()
     servers = []
     try:
@@ -69,12 +70,15 @@ def test_partitions_are_directional_and_the_lab_cleans_up() -> None:
         assert not _get(None, url) and _get(a, url)
         lab.heal()
         assert _get(None, url)
+        disk = lab.mount_tmpfs(tmp_path / "disk", 1)
+        assert str(disk) in Path("/proc/mounts").read_text()
     finally:
         for proc in servers:
             proc.kill()
             proc.wait(5)
         lab.close()
     assert _links(lab.prefix) == []
+    assert str(tmp_path / "disk") not in Path("/proc/mounts").read_text()
 
 
 def test_a_lab_left_by_a_killed_run_is_removed_by_the_next() -> None:
