@@ -1294,11 +1294,15 @@ class Chaos:
             no_notice_grace_s=(4.0 + 1.0) * speed,
             # a decision taken on the old membership may land a pass after the change
             group_change_grace_s=(2 * 0.2 + 1.0) * speed,
-            ack_bound_s=self.ack_bound_real_s * speed)
+            # ... plus the grace the product waits, by design, before it believes an
+            # event has left IMDS for good (its reservation holds until then)
+            ack_bound_s=(self.ack_bound_real_s * speed
+                         + float(getattr(self.policy, "gone_grace_s", 0.0))))
 
     def _report(self, rollout: Rollout, started: float) -> ChaosReport:
         self.timeline = rollout.truth(started, groups=self.group_versions,
-                                      faults=self.windows)
+                                      faults=self.windows,
+                                      zk_data_dirs=[n.data_dir for n in self.ensemble.nodes])
         return build_report(self, self.timeline, self.rules())
 
 

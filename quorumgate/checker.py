@@ -9,6 +9,9 @@ What it reads, and only that:
 - the workload's own account (the hook journal, `quorumgate.rollout.HookJournal`): when
   each drain hook started on a VM and when a restore hook finished successfully, in the
   machine's real time, written by the hook process itself;
+- when available, ZooKeeper's own transaction logs (`quorumgate.zklog`): when each drain
+  request was committed, in ZooKeeper's time (the moment we decided, which the hook may
+  follow late);
 - the replica groups the run defined, with the times it changed them, and the faults the
   nemesis injected, with their times.
 
@@ -16,8 +19,9 @@ Never the coordinator's decisions, states, reasons or records, and never the mom
 poll happened to read something: a checker fed by the system under test, or by the
 timing of its own polling, cries wolf or misses a wolf.
 
-Out of service. A VM is *out* while it is down (the emulator) or drained: from the start
-of a drain hook until a restore hook ends successfully. Each outage is *ours* or the
+Out of service. A VM is *out* while it is down (the emulator) or drained: from the
+request of a drain (or, without ZooKeeper's logs, the start of its hook) until a restore
+hook ends successfully. Each outage is *ours* or the
 *platform's*:
 
 - down because an event started on our acknowledgement: ours;
@@ -65,6 +69,7 @@ still was not acknowledged by the end of that stretch.
 from __future__ import annotations
 
 import bisect
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -234,14 +239,21 @@ def down_outages(events: Iterable[EventTruth]) -> list[Outage]:
     return out
 
 
-def journal_outages(entries: Iterable[tuple[str, float, str, str, str, int | None]]
+def journal_outages(entries: Iterable[tuple[str, float, str, str, str, int | None]],
+                    requested: Mapping[tuple[str, str], Sequence[float]] | None = None
                     ) -> list[Outage]:
     """Drained spans from hook journal entries `(vm, at, action, event_id, phase, rc)`.
 
     A VM is out from the first drain hook that starts while it is in service until a
     restore hook ends with exit code 0 (for whichever event: the replica is back); a
     drain that fails or hangs leaves it out. A restore with nothing to end is ignored.
+
+    `requested`: when each drain of `(vm, event_id)` was requested (committed in
+    ZooKeeper). The span then starts at the last request before the hook started: that
+    is when we decided to take the replica out, and an agent that runs the hook a moment
+    later (a slow poll, a partition) must not move our decision after someone else's.
     """
+    requested = requested or {}
     by_vm: dict[str, list[tuple[float, str, str, str, int | None]]] = defaultdict(list)
     for vm, at, action, event_id, phase, rc in entries:
         by_vm[vm].append((at, action, event_id, phase, rc))
@@ -250,13 +262,33 @@ def journal_outages(entries: Iterable[tuple[str, float, str, str, str, int | Non
         opened: tuple[float, str] | None = None
         for at, action, event_id, phase, rc in sorted(items, key=lambda i: i[0]):
             if action == "drain" and phase == "start" and opened is None:
-                opened = (at, event_id)
+                asked = [t for t in requested.get((vm, event_id), ()) if t <= at]
+                opened = (max(asked) if asked else at, event_id)
             elif action == "restore" and phase == "end" and rc == 0 and opened is not None:
                 out.append(Outage(vm, opened[0], at, opened[1], "drain"))
                 opened = None
         if opened is not None:
             out.append(Outage(vm, opened[0], INF, opened[1], "drain"))
     return out
+
+
+def drain_requests(writes: Iterable[tuple[float, str, bytes]], drains_path: str
+                   ) -> dict[tuple[str, str], list[float]]:
+    """`(vm, event_id) -> [times]` a drain was requested (a `pending` record wanting
+    `drained`), from committed ZooKeeper writes `(time, path, data)` under `drains_path`."""
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    prefix = drains_path.rstrip("/") + "/"
+    for at, path, data in writes:
+        if not path.startswith(prefix):
+            continue
+        try:
+            record = json.loads(data)
+        except ValueError:
+            continue
+        if (isinstance(record, dict) and record.get("want") == "drained"
+                and record.get("status") == "pending"):
+            out[(path[len(prefix):], str(record.get("event_id")))].append(at)
+    return dict(out)
 
 
 # ---------------------------------------------------------------- blame

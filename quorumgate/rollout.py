@@ -42,7 +42,7 @@ from coordinator.node import CoordinatorNode
 from coordinator.providers import ProviderConfig
 from coordinator.store import ensure_layout, put_policy, put_record
 from imds_sim.testing import Emulator, running_emulator
-from quorumgate import checker
+from quorumgate import checker, zklog
 from registry.clock import VirtualClock
 from registry.codec import decode
 from registry.layout import Layout
@@ -592,12 +592,22 @@ class Rollout:
     # ------------------------------------------------------------ the checker
 
     def truth(self, started: float, groups: list[checker.GroupVersion] | None = None,
-              faults: list[checker.FaultWindow] | None = None) -> checker.Timeline:
-        """Everything the checker may read: the platform's events and the hook journal."""
+              faults: list[checker.FaultWindow] | None = None,
+              zk_data_dirs: list[Path] | None = None) -> checker.Timeline:
+        """Everything the checker may read: the platform's events, the hook journal and,
+        when the ensemble's data directories are given, ZooKeeper's transaction logs."""
         views = self.emu.control.get("/events").json()
         events = {v["event_id"]: checker.EventTruth.from_view(v) for v in views}
+        requested = None
+        if zk_data_dirs:
+            clock = self.clock
+            writes = [(clock.epoch + (w.time_ms / 1000 - clock.anchor) * clock.speed, w.path,
+                       w.data) for w in zklog.committed_writes(
+                           zk_data_dirs, quorum=len(zk_data_dirs) // 2 + 1,
+                           under=self.layout.drains + "/")]
+            requested = checker.drain_requests(writes, self.layout.drains)
         outages = [*checker.down_outages(events.values()),
-                   *checker.journal_outages(self.journal.entries(self.clock))]
+                   *checker.journal_outages(self.journal.entries(self.clock), requested)]
         if groups is None:
             groups = [checker.GroupVersion(g.name, tuple(g.members), g.min_available)
                       for g in [*self.spec.groups, *self.spec.checked_groups]]

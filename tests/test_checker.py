@@ -18,6 +18,7 @@ from quorumgate.checker import (
     classify,
     double_acknowledgements,
     down_outages,
+    drain_requests,
     journal_outages,
     safety_violations,
 )
@@ -270,3 +271,19 @@ def test_an_event_that_grew_is_judged_by_its_resources_at_each_moment() -> None:
     # 0 of 3 while vm-1 is out, 1 of 3 after (min 2): never safe again
     assert verdict.safe_s == 100.0
     assert verdict.unsafe_because and verdict.unsafe_because.startswith("group g")
+
+
+def test_a_drain_counts_from_its_request_when_zookeeper_says_when() -> None:
+    """The agent of vm-1 ran its hook 0.5 s after the leader asked; another member went
+    out best-effort in between. Judged at the request, our drain came first."""
+    writes = [(90.0, "/q/c/drain/vm-1", b'{"vm": "vm-1", "event_id": "E", "want": "drained",'
+                                        b' "status": "pending"}'),
+              (120.0, "/q/c/drain/vm-1", b'{"vm": "vm-1", "event_id": "E", "want": "drained",'
+                                         b' "status": "drained"}'),
+              (95.0, "/q/c/drain/vm-2", b"{not json")]
+    requested = drain_requests(writes, "/q/c/drain")
+    assert requested == {("vm-1", "E"): [90.0]}
+    entries = [("vm-1", 118.0, "drain", "E", "start", None),
+               ("vm-1", 300.0, "restore", "E", "end", 0)]
+    assert journal_outages(entries, requested) == [Outage("vm-1", 90.0, 300.0, "E", "drain")]
+    assert journal_outages(entries) == [Outage("vm-1", 118.0, 300.0, "E", "drain")]
