@@ -141,6 +141,8 @@ class ChaosReport:
     coordinator_restarts: int
     ack_bound_s: float
     min_ack_share: float
+    load: dict[str, float] = field(default_factory=dict)
+    """The machine's load average (1 min) during the run: mean and max, and its cores."""
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     baseline: dict[str, Any] | None = None
     log: list[str] = field(default_factory=list)
@@ -170,7 +172,9 @@ class ChaosReport:
             f"safely acknowledgeable {self.acknowledgeable}, acknowledged by us {share} "
             f"(min {100 * self.min_ack_share:.0f} %); time to ack once safe (virtual): {tta}",
             f"longest time without a leader {self.longest_without_leader_s:.1f} s (real); "
-            f"coordinator restarts {self.coordinator_restarts}",
+            f"coordinator restarts {self.coordinator_restarts}; load average "
+            f"{self.load.get('mean', 0):.1f} (max {self.load.get('max', 0):.1f}) on "
+            f"{self.load.get('cores', 0):.0f} cores",
             f"violations caused by us: {len(self.violations)}",
             f"events with more than one acknowledgement POST: {len(self.double_acks)}",
             f"events not acknowledged within {self.ack_bound_s:.0f} s of being safe "
@@ -273,6 +277,7 @@ class Chaos:
         self._zk: Any = None
         self._cool: dict[str, float] = {}
         self.disk: Path | None = None
+        self.loads: list[float] = []
         self._restarted: dict[str, float] = {}
 
     def say(self, line: str) -> None:
@@ -468,6 +473,7 @@ class Chaos:
         with contextlib.suppress(ConnectionError):
             self._client()  # the harness's own session, for group changes and records
         while time.monotonic() < deadline:
+            self.loads.append(os.getloadavg()[0])
             self._platform_tick()
             self._run_due()
             self._keep_whole()
@@ -1333,7 +1339,9 @@ def build_report(chaos: Chaos, timeline: checker.Timeline, rules: checker.Rules
         longest_without_leader_s=chaos.longest_no_leader,
         coordinator_restarts=chaos.coordinator_restarts, ack_bound_s=rules.ack_bound_s,
         min_ack_share=spec.min_ack_share,
-        verdicts=[v.as_dict() for v in verdicts.values()], log=chaos.log)
+        verdicts=[v.as_dict() for v in verdicts.values()], log=chaos.log,
+        load={"mean": sum(chaos.loads) / len(chaos.loads) if chaos.loads else 0.0,
+              "max": max(chaos.loads, default=0.0), "cores": float(os.cpu_count() or 0)})
 
 
 def rejudge(folder: Path) -> ChaosReport:
@@ -1431,7 +1439,10 @@ def main(argv: list[str] | None = None) -> int:
         base = Chaos(calm, out=lambda line: None).run()
         report.baseline = {"events": base.events, "classes": base.classes,
                            "time_to_ack_s": base.time_to_ack_s,
-                           "acknowledged_share": base.acknowledged_share, "ok": base.ok}
+                           "acknowledged_share": base.acknowledged_share, "ok": base.ok,
+                           "load": base.load,
+                           "problems": [v["text"] for v in base.violations + base.double_acks
+                                        + base.late + base.unfinished]}
     if args.json:
         data = {**asdict(report), "ok": report.ok}
         if not args.verdicts:
