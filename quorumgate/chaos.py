@@ -1395,6 +1395,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uds", type=int, default=5)
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--speed", type=float, default=60.0)
+    parser.add_argument("--events-per-s", type=float, default=ChaosSpec.events_per_s,
+                        help="rate at which the platform announces maintenance")
+    parser.add_argument("--batch", default="2,6", metavar="MIN,MAX",
+                        help="events per update domain before the walk moves on")
+    parser.add_argument("--max-in-flight", type=int, default=ChaosSpec.max_in_flight)
     parser.add_argument("--nemesis-every", default="2,5", metavar="MIN,MAX",
                         help="real seconds between two faults (default 2,5)")
     parser.add_argument("--faults", default="all",
@@ -1424,7 +1429,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = ChaosSpec(seed=args.seed, duration_s=args.duration, settle_s=args.settle,
                      vms=args.vms, uds=args.uds, groups=args.groups, speed=args.speed,
                      faults=faults, network=not args.no_network, keep=args.keep,
-                     nemesis_every_s=tuple(float(x) for x in args.nemesis_every.split(",")))
+                     nemesis_every_s=tuple(float(x) for x in args.nemesis_every.split(",")),
+                     events_per_s=args.events_per_s, max_in_flight=args.max_in_flight,
+                     batch=tuple(int(x) for x in args.batch.split(",")))
     say: Callable[[str], None] = ((lambda line: print(line, file=sys.stderr, flush=True))
                                   if args.json else print)
 
