@@ -26,7 +26,7 @@ from coordinator import providers
 from coordinator.providers import ProviderConfig, kafka_groups
 from quorumgate.rollout import rollout_stack
 from quorumgate.workloads import jvm
-from quorumgate.workloads.kafka import KafkaWorkload, find_kafka, kafka_spec
+from quorumgate.workloads.kafka import KafkaLoad, KafkaWorkload, find_kafka, kafka_spec
 from registry.records import Group
 
 
@@ -140,6 +140,22 @@ def test_kafka_provider_skips_partitions_of_a_broker_it_never_saw(
     assert group.members == ["vm-0", "vm-1", "vm-2"] and group.min_available == 2
 
 
+def test_load_figures_count_lost_duplicates_and_error_seconds() -> None:
+    load = KafkaLoad("127.0.0.1:1", late_s=5.0)
+    load.sent = 6
+    load.acked = {1: (0, 0), 2: (0, 1), 3: (1, 0), 4: (1, 1)}
+    load.ack_times = [100.0, 100.1, 108.0, 108.1]
+    load.late = [(100.2, 3, 7.8)]             # waited 7.8 s: seconds 105, 106, 107
+    load.failed = [(130.5, 5, "_MSG_TIMED_OUT")]
+    load.consumed = {(0, 0): 1, (0, 1): 2, (0, 2): 2, (1, 1): 4, (1, 2): 5}
+    figures = load.figures()
+    assert figures["lost_acknowledged"] == 1 and figures["lost_ids"] == [3]
+    assert figures["duplicates"] == 1 and figures["acknowledged_twice"] == 1
+    assert figures["failed_but_written"] == 1  # 5 failed to the client, yet it is there
+    assert figures["producer_error_s"] == 4    # 105, 106, 107 late; 130 failed
+    assert figures["longest_ack_gap_s"] == pytest.approx(7.9)
+
+
 def test_agent_settings_wire_the_deploy_hooks() -> None:
     workload = KafkaWorkload()
     workload.cluster.base = Path("/nonexistent")
@@ -185,7 +201,7 @@ def test_rollout_over_real_kafka_loses_no_acknowledged_message(
     assert report["acknowledged"] > 1000, detail
     # every acknowledged message arrived, exactly once
     assert report["lost_acknowledged"] == 0, detail
-    assert report["duplicates"] == 0, detail
+    assert report["acknowledged_twice"] == 0 and report["duplicates"] == 0, detail
     assert report["healthy_at_end"], detail
     assert all(count == 1 for count in report["reboots"].values()), detail
     # each drain moved leadership off its broker; each restore gave it back

@@ -662,7 +662,8 @@ class WatchFigures:
     unavailable_blocks: set[str] = field(default_factory=set)
     """Blocks that at some sample had no replica on a running, non-dead DataNode."""
     rereplicated: int = 0
-    """Replicas added to complete blocks after they were first seen (re-replication)."""
+    """Replicas added to blocks that already had all their replicas (re-replication:
+    after a replica was lost)."""
     rereplicated_bytes: int = 0
     max_pending_reconstruction: int = 0
     fsck_failures: int = 0
@@ -730,13 +731,17 @@ class HdfsWatch:
         nodes = self.cluster.node_lists()
         serving = {vm for vm, node in nodes.items() if node.get("state") == "live"
                    and self.cluster.daemons.daemons[vm].running}
+        replication = self.cluster.replication
         for block, (length, vms) in blocks.items():
             before = self.blocks.get(block)
             if before is not None:
                 added = vms - before[1]
-                f.rereplicated += len(added)
-                f.rereplicated_bytes += len(added) * length
-                if added:
+                # A block is complete once one replica is reported; the others' reports
+                # follow within seconds. Only a block that had all its replicas gets
+                # re-replicated ones.
+                if added and len(before[1]) >= replication:
+                    f.rereplicated += len(added)
+                    f.rereplicated_bytes += len(added) * length
                     self.rereplications.append((time.time(), block, sorted(before[1]),
                                                 sorted(added)))
                 vms_known = before[1] | vms

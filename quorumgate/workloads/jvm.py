@@ -67,10 +67,11 @@ JVM_SMALL = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss512k",
              "-XX:-UsePerfData", "-Djava.net.preferIPv4Stack=true"]
 """Flags for short-lived tools (CLI calls): start fast, use little."""
 
-JVM_DAEMON = ["-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xss512k",
+JVM_DAEMON = ["-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xss512k", "-XX:TieredStopAtLevel=1",
               "-XX:MaxMetaspaceSize=160m", "-XX:ReservedCodeCacheSize=48m",
               "-Djava.net.preferIPv4Stack=true"]
-"""Flags for daemons on a 2-core machine shared with other work."""
+"""Flags for daemons on a 2-core machine shared with other work: the C1 compiler only
+(a daemon starts with a fraction of the CPU; the loads here are small)."""
 
 
 _PR_SET_PDEATHSIG = 1

@@ -334,13 +334,19 @@ class KafkaLoad:
     """An idempotent acks=all producer of numbered messages and a checking consumer."""
 
     def __init__(self, bootstrap: str, *, rate_per_s: float = 40.0,
-                 delivery_timeout_ms: int = 10000) -> None:
+                 delivery_timeout_ms: int = 60000, late_s: float = 5.0) -> None:
         self.bootstrap = bootstrap
         self.rate_per_s = rate_per_s
         self.delivery_timeout_ms = delivery_timeout_ms
+        self.late_s = late_s
+        """An acknowledgement later than this counts as a producer error second too (a
+        writer with a latency budget sees an outage, whatever the client retried)."""
         self.acked: dict[int, tuple[int, int]] = {}
         """message id -> (partition, offset) the broker acknowledged."""
         self.ack_times: list[float] = []
+        self.sent_at: dict[int, float] = {}
+        self.late: list[tuple[float, int, float]] = []
+        """(sent at, message id, seconds to its acknowledgement) beyond `late_s`."""
         self.failed: list[tuple[float, int, str]] = []
         self.errors: Counter[str] = Counter()
         self.consumed: dict[tuple[int, int], int] = {}
@@ -359,12 +365,16 @@ class KafkaLoad:
 
     def _delivered(self, err: Any, msg: Any) -> None:
         message_id = int(msg.key())
+        now = time.time()
         with self._lock:
+            sent = self.sent_at.pop(message_id, now)
             if err is None:
                 self.acked[message_id] = (msg.partition(), msg.offset())
-                self.ack_times.append(time.time())
+                self.ack_times.append(now)
+                if now - sent > self.late_s:
+                    self.late.append((sent, message_id, now - sent))
             else:
-                self.failed.append((time.time(), message_id, str(err.name())))
+                self.failed.append((now, message_id, str(err.name())))
                 self.errors[str(err.name())] += 1
 
     def _produce(self) -> None:
@@ -380,6 +390,8 @@ class KafkaLoad:
         try:
             while not self._stop.is_set():
                 message_id += 1
+                with self._lock:
+                    self.sent_at[message_id] = time.time()
                 try:
                     producer.produce(TOPIC, key=str(message_id).encode(),
                                      value=f"message {message_id}".encode(),
@@ -454,13 +466,23 @@ class KafkaLoad:
             counts = Counter(self.consumed.values())
             lost = sorted(mid for mid in self.acked if mid not in counts)
             duplicates = sorted(mid for mid, n in counts.items() if n > 1)
-            error_seconds = {int(at) for at, _, _ in self.failed}
+            acked_twice = [mid for mid in duplicates if mid in self.acked]
+            failed_ids = {mid for _, mid, _ in self.failed}
+            # every second in which a delivery failed or a message had waited more than
+            # late_s for its acknowledgement: what a writer with a latency budget sees
+            error_seconds = ({int(at) for at, _, _ in self.failed}
+                             | {int(sent + self.late_s + k) for sent, _, took in self.late
+                                for k in range(int(took - self.late_s) + 1)})
             times = sorted(self.ack_times)
+            written_anyway = len(failed_ids & set(counts))
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         return {"messages_sent": self.sent, "acknowledged": len(self.acked),
                 "lost_acknowledged": len(lost), "lost_ids": lost[:20],
                 "duplicates": len(duplicates), "duplicate_ids": duplicates[:20],
+                "acknowledged_twice": len(acked_twice),
                 "consumed": len(self.consumed), "failed_deliveries": len(self.failed),
+                "failed_but_written": written_anyway,
+                "late_acknowledgements": len(self.late),
                 "producer_error_s": len(error_seconds),
                 "producer_errors": dict(self.errors),
                 "longest_ack_gap_s": round(max(gaps), 2) if gaps else None}
