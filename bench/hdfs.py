@@ -7,8 +7,8 @@ and a fresh HDFS (quorumgate/workloads/hdfs.py): a NameNode, a DataNode on each 
 vm-0..vm-5 (3 FDs x 3 UDs, two per UD), replication 3, racks from `quorumgate topology
 hdfs`, a WebHDFS client writing a 48 KiB file and reading a random acknowledged one
 about four times a second each. The platform walks the 3 UDs with Azure's 15-minute
-Reboot notice; the clock runs at x6 (HDFS runs in real time) and a reboot keeps a VM
-down 120 virtual seconds (20 s real; with the DataNode's start it is out longer than
+Reboot notice; the clock runs at x4 (HDFS runs in real time) and a reboot keeps a VM
+down 80 virtual seconds (20 s real; with the DataNode's start it is out longer than
 the NameNode's dead-node interval of 20 s).
 
 Columns: files written (acknowledged), failed writes and reads (an operation fails
@@ -32,7 +32,7 @@ from quorumgate.workloads.hdfs import find_hdfs, hdfs_spec, report_table
 def main(argv: Sequence[str] | None = None) -> int:
     return main_for("hdfs", __doc__ or "", find_hdfs, hdfs_spec, report_table,
                     "HDFS (NameNode + 6 DataNodes, replication 3, maintenance.replication.min "
-                    "1) through a rollout of every UD", downtime_s=120.0,
+                    "1) through a rollout of every UD", downtime_s=80.0,
                     check=lambda rep: rep.get("failed_reads") == 0
                     and rep.get("lost_files") == 0, argv=argv)
 

@@ -7,7 +7,7 @@ a broker on each of vm-0..vm-2 (one per UD and FD), `broker.rack` from quorumgat
 topology, topic `qg-load` (3 partitions, replication 3, min.insync.replicas 2), an
 idempotent acks=all producer (about 40 messages/s, delivery timeout 10 s) and a
 consumer reading everything back. The platform walks the 3 UDs with Azure's
-15-minute Reboot notice; the clock runs at x6 and a reboot keeps a VM down 90
+15-minute Reboot notice; the clock runs at x4 and a reboot keeps a VM down 60
 virtual seconds (15 s real).
 
 Columns: acknowledged messages; of those, not consumed (lost) and consumed at two
@@ -30,7 +30,7 @@ from quorumgate.workloads.kafka import find_kafka, kafka_spec, report_table
 def main(argv: Sequence[str] | None = None) -> int:
     return main_for("kafka", __doc__ or "", find_kafka, kafka_spec, report_table,
                     "Kafka (3 KRaft brokers, RF 3, min.insync.replicas 2, acks=all, "
-                    "idempotent) through a rollout of every UD", downtime_s=90.0,
+                    "idempotent) through a rollout of every UD", downtime_s=60.0,
                     check=lambda rep: rep.get("lost_acknowledged") == 0
                     and rep.get("duplicates") == 0, argv=argv)
 

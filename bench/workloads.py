@@ -59,8 +59,8 @@ def main_for(name: str, doc: str, find: Callable[[], str | None],
                                      description=doc.splitlines()[0])
     parser.add_argument("--strategy", action="append", choices=STRATEGIES,
                         help="run only these (repeatable; default: all three)")
-    parser.add_argument("--speed", type=float, default=6.0,
-                        help="virtual seconds per real second (default 6)")
+    parser.add_argument("--speed", type=float, default=4.0,
+                        help="virtual seconds per real second (default 4)")
     parser.add_argument("--downtime", type=float, default=downtime_s,
                         help=f"virtual seconds a rebooted VM stays down (default {downtime_s:g})")
     parser.add_argument("--zk-hosts", default=os.environ.get("ZK_HOSTS", ""),
@@ -76,7 +76,7 @@ def main_for(name: str, doc: str, find: Callable[[], str | None],
     rows: dict[str, tuple[Summary, dict[str, Any]]] = {}
     print(f"{name} under a rollout of 3 UDs (clock x{args.speed:g}, reboot {args.downtime:g} s "
           f"virtual = {args.downtime / args.speed:.0f} s real); strategies: "
-          f"{', '.join(strategies)} (never-ack takes ~9 min)", file=sys.stderr)
+          f"{', '.join(strategies)} (never-ack takes ~13 min)", file=sys.stderr)
     with zookeeper(args.zk_hosts, name) as hosts:
         for strategy in strategies:
             rows[strategy] = run_one(name, make, strategy, hosts, args.speed, args.downtime,

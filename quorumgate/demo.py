@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem := find():
             print(f"quorumgate demo: {problem}", file=sys.stderr)
             return 1
-        args.speed = args.speed or 6.0
+        args.speed = args.speed or 4.0
         make = hdfs.hdfs_spec if args.workload == "hdfs" else kafka.kafka_spec
         spec = make(speed=args.speed, coordinators=args.coordinators, say=say,
                     timeout_s=max(args.timeout, 420.0))

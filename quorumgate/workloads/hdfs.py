@@ -27,7 +27,7 @@ Apache Hadoop 3.5.0's own daemons (`hadoop-hdfs`, from Maven Central into
 The simulated VMs' addresses in IMDS are 10.0.0.x (data only); the rack script maps
 each DataNode address to its VM name (what DNS does for a real cluster) and asks
 `quorumgate topology hdfs` with it. Everything runs in real time; `hdfs_spec()` picks
-the clock (x6) and the timeouts so a reboot outlasts the NameNode's dead-node
+the clock (x4) and the timeouts so a reboot outlasts the NameNode's dead-node
 interval (20 s here), as a long Azure reboot outlasts the default 10.5 minutes. The
 hooks read the node's state from the NameNode's JMX (`HDFS_NAMENODE_HTTP`) instead of
 starting `hdfs dfsadmin -report` each poll; `-refreshNodes` is the real `hdfs`.
@@ -74,10 +74,10 @@ BLOCK_SIZE = 1024 * 1024
 USER = "qg"
 
 
-DRAIN_TIMEOUT_S = 1200.0
-"""The policy's drain timeout in virtual seconds (200 s real at x6): the hooks run
+DRAIN_TIMEOUT_S = 800.0
+"""The policy's drain timeout in virtual seconds (200 s real at x4): the hooks run
 `hdfs dfsadmin` (a JVM), tens of seconds on a busy 2-core machine."""
-RESTORE_TIMEOUT_S = 1800.0
+RESTORE_TIMEOUT_S = 1200.0
 
 
 class HdfsError(RuntimeError):
@@ -999,13 +999,13 @@ def hook_logs(base: Path | None, vms: Sequence[str], lines: int = 12) -> dict[st
     return out
 
 
-def hdfs_spec(strategy: str = "quorumgate", *, vms: int = 6, speed: float = 6.0,
-              downtime_s: float = 120.0, timeout_s: float | None = None,
+def hdfs_spec(strategy: str = "quorumgate", *, vms: int = 6, speed: float = 4.0,
+              downtime_s: float = 80.0, timeout_s: float | None = None,
               coordinators: int = 2, say: Callable[[str], None] | None = None,
               **workload: Any) -> RolloutSpec:
     """The HDFS scenario: 3 FDs x 3 UDs, a DataNode on each of `vms` VMs (two per UD
     with the default 6), replication 3, racks from quorumgate, groups from the
-    NameNode, a rollout of every UD. The clock runs at x6 (15 minutes of notice = 150 s
+    NameNode, a rollout of every UD. The clock runs at x4 (15 minutes of notice = 225 s
     real: a DataNode's JVM takes up to a minute to start on a busy 2-core machine). A
     reboot keeps a
     VM down `downtime_s` virtual seconds (20 s real), longer than the NameNode's

@@ -59,10 +59,10 @@ TOPIC = "qg-load"
 MIN_ISR = 2
 
 
-DRAIN_TIMEOUT_S = 1200.0
-"""The policy's drain timeout in virtual seconds (200 s real at x6): the hooks run the
+DRAIN_TIMEOUT_S = 800.0
+"""The policy's drain timeout in virtual seconds (200 s real at x4): the hooks run the
 JVM-based tools several times, which takes tens of seconds on a busy 2-core machine."""
-RESTORE_TIMEOUT_S = 1800.0
+RESTORE_TIMEOUT_S = 1200.0
 
 
 class KafkaError(RuntimeError):
@@ -764,15 +764,15 @@ class KafkaWorkload(Workload):
         self.cluster.close()
 
 
-def kafka_spec(strategy: str = "quorumgate", *, speed: float = 6.0,
-               downtime_s: float = 90.0, timeout_s: float | None = None,
+def kafka_spec(strategy: str = "quorumgate", *, speed: float = 4.0,
+               downtime_s: float = 60.0, timeout_s: float | None = None,
                coordinators: int = 2, say: Callable[[str], None] | None = None,
                **workload: Any) -> RolloutSpec:
     """The Kafka scenario: 3 FDs x 3 UDs, a broker on each of vm-0..vm-2 (one per UD
     and FD), their group from the brokers' ISR, a rollout of every UD. The clock runs at
-    x6 (15 minutes of notice = 150 s real: the hooks start Kafka's JVM tools several
-    times, slow on a busy 2-core machine); a reboot keeps a VM down 90 virtual seconds
-    (15 s real)."""
+    x4 (15 minutes of notice = 225 s real: the hooks start Kafka's JVM tools several
+    times, up to 40 s each on a busy 2-core machine); a reboot keeps a VM down 60
+    virtual seconds (15 s real)."""
     load = KafkaWorkload(("vm-0", "vm-1", "vm-2"), say=say, **workload)
     if timeout_s is None:
         timeout_s = 900.0 if strategy == "never-ack" else 420.0
