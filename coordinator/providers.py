@@ -340,7 +340,8 @@ def kafka_groups(config: ProviderConfig, addresses: dict[str, str],
         raise ProviderError(f"kind=kafka needs confluent-kafka: {exc}") from exc
     assert config.bootstrap
     admin = AdminClient({"bootstrap.servers": config.bootstrap,
-                         "socket.timeout.ms": int(config.timeout_s * 1000)})
+                         "socket.timeout.ms": int(config.timeout_s * 1000),
+                         "log_level": 0})  # a broker down is reported as ProviderError
     try:
         metadata = admin.list_topics(timeout=config.timeout_s)
         topics = sorted(metadata.topics)
