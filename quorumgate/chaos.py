@@ -140,6 +140,7 @@ class ChaosReport:
     longest_without_leader_s: float
     coordinator_restarts: int
     ack_bound_s: float
+    ack_window_s: float
     min_ack_share: float
     load: dict[str, float] = field(default_factory=dict)
     """The machine's load average (1 min) during the run: mean and max, and its cores."""
@@ -169,7 +170,8 @@ class ChaosReport:
             f"faults injected ({sum(self.faults.values())} of {len(self.faults)} kinds): "
             f"{faults}; group changes {self.group_changes}",
             f"events {self.events}: {classes}",
-            f"safely acknowledgeable {self.acknowledgeable}, acknowledged by us {share} "
+            f"safely acknowledgeable (safe for {self.ack_window_s:.0f} s) "
+            f"{self.acknowledgeable}, acknowledged by us {share} "
             f"(min {100 * self.min_ack_share:.0f} %); time to ack once safe (virtual): {tta}",
             f"longest time without a leader {self.longest_without_leader_s:.1f} s (real); "
             f"coordinator restarts {self.coordinator_restarts}; load average "
@@ -178,7 +180,7 @@ class ChaosReport:
             f"violations caused by us: {len(self.violations)}",
             f"events with more than one acknowledgement POST: {len(self.double_acks)}",
             f"events not acknowledged within {self.ack_bound_s:.0f} s of being safe "
-            f"outside faults: {len(self.late)}",
+            f"after the faults healed: {len(self.late)}",
             f"events that did not end: {len(self.unfinished)}",
         ]
         if self.baseline:
@@ -287,18 +289,21 @@ class Chaos:
     # ------------------------------------------------------------ figures
 
     @property
-    def recovery_real_s(self) -> float:
-        """After a fault heals: a lost session expires (4 s agents, 3 s coordinators) and
-        a new one is made, twice over in the worst case, plus an agent poll."""
-        return 2 * 4.0 + 0.25
+    def ack_window_real_s(self) -> float:
+        """A safe stretch this long is enough to acknowledge an event: leader pass (0.2 s)
+        + drain request to hook (watch) + hook (bash, ~0.05 s) + report + pass (0.2 s) +
+        approval to the acker (watch) + claim + POST is about 1 s on an idle machine; x3
+        for two cores running some forty processes. Events safe that long while
+        Scheduled count as safely acknowledgeable (the 90 % share)."""
+        return 3.0
 
     @property
     def ack_bound_real_s(self) -> float:
-        """Safe and untouched by faults for this long, an event must be acknowledged:
-        leader pass (0.2 s) + drain request to hook (watch) + hook (bash, ~0.05 s) +
-        report + pass (0.2 s) + approval to the acker (watch) + claim + POST, about 1 s
-        on an idle machine; x3 for a 2-core machine running ~40 processes."""
-        return 3.0
+        """Safe this long after the faults around it healed, an event must have been
+        acknowledged (a hard failure otherwise): the drain (~0.05 s) plus twice the
+        longest session timeout (4 s, agents: a session lost in the fault expires and a
+        new one is made) plus an agent poll (0.25 s)."""
+        return 0.05 + 2 * 4.0 + 0.25
 
     # ------------------------------------------------------------ run
 
@@ -554,10 +559,8 @@ class Chaos:
         try:
             active.heal()
         finally:
-            now = self.rollout.clock.now()
-            recovery = self.recovery_real_s * self.spec.speed
             self.windows.append(checker.FaultWindow(active.kind, active.started,
-                                                    now + recovery, active.scope))
+                                                    self.rollout.clock.now(), active.scope))
 
     COOL_DOWN_S = {"coordinators": 4.0, "zk": 4.0, "junk": 4.0}
     """Real seconds after a heal before the same part is hit again: a new leader (3 s
@@ -1291,6 +1294,7 @@ class Chaos:
 
     def rules(self) -> checker.Rules:
         speed = self.spec.speed
+        gone_grace = float(getattr(self.policy, "gone_grace_s", 0.0))
         return checker.Rules(
             max_concurrent_uds=self.policy.max_concurrent_uds,
             best_effort_lead_s=(self.policy.best_effort_lead_s
@@ -1300,10 +1304,10 @@ class Chaos:
             no_notice_grace_s=(4.0 + 1.0) * speed,
             # a decision taken on the old membership may land a pass after the change
             group_change_grace_s=(2 * 0.2 + 1.0) * speed,
-            # ... plus the grace the product waits, by design, before it believes an
-            # event has left IMDS for good (its reservation holds until then)
-            ack_bound_s=(self.ack_bound_real_s * speed
-                         + float(getattr(self.policy, "gone_grace_s", 0.0))))
+            # both plus the grace the product waits, by design, before it believes an
+            # event has left IMDS for good (the reservation it ends holds until then)
+            ack_window_s=self.ack_window_real_s * speed + gone_grace,
+            ack_bound_s=self.ack_bound_real_s * speed + gone_grace)
 
     def _report(self, rollout: Rollout, started: float) -> ChaosReport:
         self.timeline = rollout.truth(started, groups=self.group_versions,
@@ -1338,6 +1342,7 @@ def build_report(chaos: Chaos, timeline: checker.Timeline, rules: checker.Rules
         late=[v.as_dict() for v in late], unfinished=[v.as_dict() for v in unfinished],
         longest_without_leader_s=chaos.longest_no_leader,
         coordinator_restarts=chaos.coordinator_restarts, ack_bound_s=rules.ack_bound_s,
+        ack_window_s=rules.ack_window_s,
         min_ack_share=spec.min_ack_share,
         verdicts=[v.as_dict() for v in verdicts.values()], log=chaos.log,
         load={"mean": sum(chaos.loads) / len(chaos.loads) if chaos.loads else 0.0,

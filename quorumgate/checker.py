@@ -61,9 +61,10 @@ Liveness (`classify`). An event is *safe* at a moment when acknowledging it then
 every group at or above `min_available` and the update domains out within budget,
 counting every VM out at that moment for any reason except the event itself, and none of
 its VMs is out for another event. It was *safely acknowledgeable* when we acknowledged
-it, or when it stayed safe for `ack_bound_s` without interruption while Scheduled. It is
-*late* when it stayed safe for `ack_bound_s` while no fault touched it or its groups and
-still was not acknowledged by the end of that stretch.
+it, or when it stayed safe for `ack_window_s` (enough to drain and acknowledge) without
+interruption while Scheduled. It is *late* when it stayed safe for `ack_bound_s`
+(which covers recovering from a fault that just healed) while no fault touched it or
+its groups, and still was not acknowledged by the end of that stretch.
 """
 
 from __future__ import annotations
@@ -206,6 +207,9 @@ class Rules:
     ack_bound_s: float = INF
     """How long an event may stay safely acknowledgeable, with no fault touching it,
     before not acknowledging it is a liveness failure."""
+    ack_window_s: float | None = None
+    """A safe stretch this long makes an event safely acknowledgeable (default: the
+    bound)."""
 
 
 @dataclass
@@ -485,7 +489,7 @@ class EventVerdict:
     """`acknowledged` (by us), `forced` (at NotBefore), `no_notice` (started by the
     platform at once), `cancelled` (withdrawn), `unfinished`."""
     acknowledgeable: bool
-    """We acknowledged it, or it stayed safe for `ack_bound_s` while Scheduled."""
+    """We acknowledged it, or it stayed safe for `ack_window_s` while Scheduled."""
     safe_s: float
     """Total time it was safe while Scheduled."""
     safe_since: float | None
@@ -497,7 +501,7 @@ class EventVerdict:
     """Why it counts as a liveness failure, if it does."""
     unfinished: str | None = None
     unsafe_because: str | None = None
-    """Not acknowledged by us: why it was not safe `ack_bound_s` before it had to be."""
+    """Not acknowledged by us: why it was not safe `ack_window_s` before it had to be."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -590,6 +594,7 @@ def classify(timeline: Timeline, rules: Rules) -> dict[str, EventVerdict]:
     """Every event: what happened to it and whether it was acknowledged as early as safe."""
     safety = _Safety(timeline, rules)
     bound = rules.ack_bound_s
+    window = rules.ack_window_s if rules.ack_window_s is not None else bound
     verdicts = {}
     still_open: dict[str, list[Outage]] = defaultdict(list)
     for o in timeline.outages:
@@ -614,7 +619,7 @@ def classify(timeline: Timeline, rules: Rules) -> dict[str, EventVerdict]:
                      else safety.stretches(e, e.created_at, until))
         safe_s = sum(b - a for a, b in stretches)
         safe_since = stretches[-1][0] if stretches else None
-        long_enough = any(b - a >= bound for a, b in stretches)
+        long_enough = any(b - a >= window for a, b in stretches)
         every = {vm for _, r in e.resources_history for vm in r} | set(e.resources)
         touched = every | {m for vm in every for g in safety.groups_of.get(vm, ())
                            for m in g.members}
@@ -637,7 +642,7 @@ def classify(timeline: Timeline, rules: Rules) -> dict[str, EventVerdict]:
             time_to_ack = ack_at - before[-1] if before else None
         because = None
         if not e.ours and e.start_cause != "immediate":
-            probe = max(e.created_at, min(until, e.not_before) - bound)
+            probe = max(e.created_at, min(until, e.not_before) - window)
             because = safety.why_not(e, probe) if probe < until else None
         verdicts[e.event_id] = EventVerdict(
             event_id=e.event_id, kind=kind, acknowledgeable=e.ours or long_enough,
