@@ -359,9 +359,13 @@ class Chaos:
             self._stop.set()
             for proc in self.coordinators:
                 proc.stop()
+            for host in self.hosts.values():  # all at once: each stops its agent
+                with contextlib.suppress(Exception):
+                    host.request_quit()
+            deadline = time.monotonic() + 5.0
             for host in self.hosts.values():
                 with contextlib.suppress(Exception):
-                    host.close()
+                    host.close(deadline)
             if self.lab is not None:
                 self.lab.close()
             for close in self._closing:

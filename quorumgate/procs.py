@@ -359,12 +359,18 @@ class VMHost(Child):
             self.skew_s = seconds
             self._send(f"skew {seconds}")
 
-    def close(self) -> None:
+    def request_quit(self) -> None:
+        """Ask the process to stop its agent and exit (see `close`)."""
         with self._lock:
             self._send("quit")
+
+    def close(self, deadline: float | None = None) -> None:
+        """Quit, waiting until `deadline` (monotonic; default 3 s from now), then kill."""
+        self.request_quit()
         if self.proc is not None:
+            wait = (deadline if deadline is not None else time.monotonic() + 3) - time.monotonic()
             try:
-                self.proc.wait(3)
+                self.proc.wait(max(0.01, wait))
             except subprocess.TimeoutExpired:
                 self.kill()
 
