@@ -160,6 +160,20 @@ exec {quorumgate} topology hdfs --url {url} --token {token} --cache {cache} \\
 """
 
 
+STATIC_RACK_SCRIPT = """#!/bin/bash
+# HDFS rack script of this simulated cluster without quorumgate (the baselines): the
+# same /fd<N>/ud<M> racks, from a table as an operator would write it by hand.
+declare -A rack=({table})
+for host in "$@"; do echo "${{rack[$host]:-/fd-unknown/ud-unknown}}"; done
+"""
+
+
+def static_racks(rollout: Rollout) -> dict[str, str]:
+    """VM -> `/fd<N>/ud<M>` from the emulator (for runs without a coordinator)."""
+    return {vm.name: f"/fd{vm.config.fd}/ud{vm.config.ud}"
+            for vm in rollout.emu.sim.vms(rollout.clock.now())}
+
+
 def quorumgate_command() -> str:
     script = Path(sys.executable).parent / "quorumgate"
     return str(script) if script.exists() else f"{sys.executable} -m quorumgate.cli"
@@ -255,7 +269,10 @@ class HdfsCluster:
             "hadoop.security.groups.cache.secs": 3600,
         }
 
-    def prepare(self, rack_url: str, rack_token: str) -> None:
+    def prepare(self, rack_url: str, rack_token: str,
+                racks: dict[str, str] | None = None) -> None:
+        """Folders, configs and scripts. The rack script asks quorumgate at `rack_url`,
+        or, with `racks` (VM -> rack), answers from that table."""
         if problem := find_hdfs():
             raise HdfsError(problem)
         self.base = Path(tempfile.mkdtemp(prefix="quorumgate-hdfs-"))
@@ -274,10 +291,14 @@ class HdfsCluster:
             flags=" ".join(jvm.JVM_SMALL), logs=self.base / "logs"))
         self.hdfs_bin.chmod(0o755)
         rack = self.base / "bin" / "rack"
-        table = " ".join(f"[{d.address}]={d.vm}" for d in self.datanodes.values())
-        rack.write_text(RACK_SCRIPT.format(
-            table=table, quorumgate=quorumgate_command(), url=rack_url, token=rack_token,
-            cache=self.base / "topology.json"))
+        if racks is not None:
+            table = " ".join(f"[{d.address}]={racks[d.vm]}" for d in self.datanodes.values())
+            rack.write_text(STATIC_RACK_SCRIPT.format(table=table))
+        else:
+            table = " ".join(f"[{d.address}]={d.vm}" for d in self.datanodes.values())
+            rack.write_text(RACK_SCRIPT.format(
+                table=table, quorumgate=quorumgate_command(), url=rack_url,
+                token=rack_token, cache=self.base / "topology.json"))
         rack.chmod(0o755)
         self.hosts_file.write_text(json.dumps(
             [{"hostName": d.address} for d in self.datanodes.values()], indent=1))
@@ -815,7 +836,9 @@ class HdfsWorkload(Workload):
         come from the coordinators' view of the VMs): `wait_ready()`."""
         self._deadline = time.monotonic() + self.setup_timeout_s
         url = rollout.api_urls[0] if rollout.api_urls else ""
-        self.cluster.prepare(url, rollout.viewer_token)
+        # Without a coordinator (the baselines) the same racks come from a fixed table.
+        self.cluster.prepare(url, rollout.viewer_token,
+                             None if url else static_racks(rollout))
         self.cluster.add_routes()
         self.cluster.format()
         self._starter = threading.Thread(target=self._start_rest, args=(rollout,),
@@ -894,7 +917,8 @@ class HdfsWorkload(Workload):
         published (call it between the stack's start and `rollout.run()`)."""
         if self._starter is None:
             raise HdfsError("setup() has not run")
-        limit = timeout if timeout is not None else max(1.0, self._deadline - time.monotonic())
+        limit = (timeout if timeout is not None
+                 else max(1.0, self._deadline - time.monotonic()) + 60.0)
         if not self._ready.wait(limit):
             raise HdfsError("HDFS not ready in time")
         if self._failed is not None:

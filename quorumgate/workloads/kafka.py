@@ -45,7 +45,7 @@ from kazoo.exceptions import NoNodeError
 from coordinator.providers import ProviderConfig
 from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate.workloads import jvm
-from quorumgate.workloads.hdfs import hook_logs, quorumgate_command
+from quorumgate.workloads.hdfs import hook_logs, quorumgate_command, static_racks
 from quorumgate.zkserver import free_ports
 from registry.records import Policy
 
@@ -561,6 +561,7 @@ class KafkaWorkload(Workload):
         self._report: dict[str, Any] | None = None
         self._deadline = 0.0
         self._api = ("", "")
+        self._static: dict[str, str] = {}
 
     def provider(self, interval_s: float = 1.0) -> ProviderConfig:
         member_map = {b.address: b.vm for b in self.cluster.brokers.values()}
@@ -589,6 +590,7 @@ class KafkaWorkload(Workload):
         from quorumgate): `wait_ready()`."""
         self._deadline = time.monotonic() + self.setup_timeout_s
         self._api = (rollout.api_urls[0] if rollout.api_urls else "", rollout.viewer_token)
+        self._static = static_racks(rollout)
         self.cluster.prepare()
         self._starter = threading.Thread(target=self._start_rest, args=(rollout,),
                                          name="kafka-start", daemon=True)
@@ -600,6 +602,11 @@ class KafkaWorkload(Workload):
     def _racks(self) -> None:
         """broker.rack of each broker from `quorumgate topology hdfs <vm>`."""
         url, token = self._api
+        if not url:  # no coordinator (the baselines): the same racks from a fixed table
+            for vm, rack in self._static.items():
+                if vm in self.cluster.brokers:
+                    self.cluster.brokers[vm].rack = rack
+            return
         deadline = time.monotonic() + 60
         while True:
             done = jvm.run_tool([*quorumgate_command().split(), "topology", "hdfs", "--url",
@@ -680,7 +687,8 @@ class KafkaWorkload(Workload):
     def wait_ready(self, timeout: float | None = None) -> None:
         if self._starter is None:
             raise KafkaError("setup() has not run")
-        limit = timeout if timeout is not None else max(1.0, self._deadline - time.monotonic())
+        limit = (timeout if timeout is not None
+                 else max(1.0, self._deadline - time.monotonic()) + 60.0)
         if not self._ready.wait(limit):
             raise KafkaError("Kafka not ready in time")
         if self._failed is not None:
