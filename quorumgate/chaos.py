@@ -59,7 +59,7 @@ from kazoo.exceptions import NoNodeError
 from coordinator.placement import PlacementError, PlacementRequest, place
 from coordinator.safety import VMView
 from coordinator.store import put_record
-from quorumgate import checker, netns
+from quorumgate import checker, netns, zklog
 from quorumgate.procs import CoordinatorProcess, RemoteAgent, VMHost
 from quorumgate.rollout import GroupSpec, Rollout, RolloutSpec, Workload, rollout_stack
 from quorumgate.zkserver import SERVING_MODES, ZooKeeperEnsemble
@@ -142,6 +142,9 @@ class ChaosReport:
     ack_bound_s: float
     ack_window_s: float
     min_ack_share: float
+    fencing: dict[str, Any] = field(default_factory=dict)
+    """Leader writes replayed against the election in ZooKeeper's log: how many, by how
+    many leader sessions, and any committed while its writer did not lead."""
     load: dict[str, float] = field(default_factory=dict)
     """The machine's load average (1 min) during the run: mean and max, and its cores."""
     verdicts: list[dict[str, Any]] = field(default_factory=list)
@@ -155,7 +158,7 @@ class ChaosReport:
     @property
     def ok(self) -> bool:
         return not (self.violations or self.double_acks or self.unfinished or self.late
-                    ) and self.share_ok
+                    or self.fencing.get("violations")) and self.share_ok
 
     def table(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
@@ -178,6 +181,9 @@ class ChaosReport:
             f"{self.load.get('mean', 0):.1f} (max {self.load.get('max', 0):.1f}) on "
             f"{self.load.get('cores', 0):.0f} cores",
             f"violations caused by us: {len(self.violations)}",
+            f"leader writes (fenced) {self.fencing.get('writes', '-')} by "
+            f"{self.fencing.get('leaders', '-')} leader sessions; committed while not "
+            f"leading: {len(self.fencing.get('violations', []))}",
             f"events with more than one acknowledgement POST: {len(self.double_acks)}",
             f"events not acknowledged within {self.ack_bound_s:.0f} s of being safe "
             f"after the faults healed: {len(self.late)}",
@@ -190,6 +196,8 @@ class ChaosReport:
                          + "  ".join(f"{k} {v:.0f} s" if v is not None else f"{k} -"
                                      for k, v in b["time_to_ack_s"].items()))
         lines.append("verdict: " + ("OK" if self.ok else "FAILED"))
+        for text in self.fencing.get("violations", []):
+            lines.append(f"  ! {text}")
         for item in self.violations + self.double_acks + self.late + self.unfinished:
             lines.append(f"  ! {item['text']}")
             lines += [f"      {line}" for line in item.get("timeline", [])[:12]]
@@ -1314,10 +1322,14 @@ class Chaos:
             ack_bound_s=self.ack_bound_real_s * speed + gone_grace)
 
     def _report(self, rollout: Rollout, started: float) -> ChaosReport:
+        dirs = [n.data_dir for n in self.ensemble.nodes]
         self.timeline = rollout.truth(started, groups=self.group_versions,
-                                      faults=self.windows,
-                                      zk_data_dirs=[n.data_dir for n in self.ensemble.nodes])
-        return build_report(self, self.timeline, self.rules())
+                                      faults=self.windows, zk_data_dirs=dirs)
+        report = build_report(self, self.timeline, self.rules())
+        writes, writers, problems = zklog.fencing_violations(
+            zklog.committed_txns(dirs, quorum=2), rollout.layout.election)
+        report.fencing = {"writes": writes, "leaders": len(writers), "violations": problems}
+        return report
 
 
 def build_report(chaos: Chaos, timeline: checker.Timeline, rules: checker.Rules
