@@ -264,6 +264,7 @@ def _member_name(config: ProviderConfig, host: str, addresses: dict[str, str],
 
 _FSCK_BLOCK = re.compile(r"^\d+\. \S+:(blk_\d+)_\d+ len=(\d+)")
 _FSCK_LOCATION = re.compile(r"DatanodeInfoWithStorage\[([0-9A-Za-z.\-]+:\d+)")
+_FSCK_FILE = re.compile(r" bytes, replicated: replication=(\d+),")
 
 
 def hdfs_groups(config: ProviderConfig, addresses: dict[str, str],
@@ -301,8 +302,18 @@ def hdfs_groups(config: ProviderConfig, addresses: dict[str, str],
             if member:
                 datanodes[xfer] = member
     sets: dict[frozenset[str], int] = {}
+    expected = 0
     for line in fsck.text.splitlines():
+        if file_line := _FSCK_FILE.search(line):
+            expected = int(file_line.group(1))
+            continue
         if not _FSCK_BLOCK.match(line.strip()):
+            continue
+        if len(_FSCK_LOCATION.findall(line)) < expected:
+            # Fewer locations than the file's replication: a block whose replicas are
+            # still being reported (or one waiting for re-replication). Its set would be
+            # a smaller group that never goes away; the block's full set, seen before or
+            # soon, is the one that counts.
             continue
         members = set()
         for location in _FSCK_LOCATION.findall(line):
