@@ -29,7 +29,16 @@ from agent.imds_models import ScheduledEventsDocument
 from registry.clock import Clock
 from registry.codec import decode
 from registry.layout import Layout
-from registry.records import AckRecord, AckState, Decision, DecisionState, Name
+from registry.records import (
+    AckRecord,
+    AckState,
+    Decision,
+    DecisionState,
+    DrainRecord,
+    DrainStatus,
+    DrainWant,
+    Name,
+)
 from registry.zookeeper import (
     DEFAULT_ATTEMPTS,
     CasConflict,
@@ -38,7 +47,9 @@ from registry.zookeeper import (
     Txn,
     cas,
     data_watch,
+    exists,
     read,
+    read_many,
 )
 
 log = logging.getLogger(__name__)
@@ -143,17 +154,46 @@ class Acknowledger:
                                 "which the approval does not cover", self.vm, ev.event_id,
                                 decision.approval, ", ".join(outside[:5]))
                 continue
+            undrained, drains_read = self._undrained(ev.event_id, decision.approved)
+            if undrained:
+                if self._refused.get(ev.event_id) != decision.approval:
+                    self._refused[ev.event_id] = decision.approval
+                    log.warning("%s: not acknowledging %s (approval %d) yet: %s is back and "
+                                "not drained (the coordinator drains it first)", self.vm,
+                                ev.event_id, decision.approval, ", ".join(undrained[:5]))
+                continue
             self.acknowledge(ev.event_id, decision.approval, doc.incarnation,
-                             decision_read=(data, stat.version))
+                             decision_read=(data, stat.version), drains_read=drains_read)
+
+    def _undrained(self, event_id: str, approved: list[str]) -> tuple[list[str],
+                                                                       dict[str, int]]:
+        """The approved VMs that are registered (live) while their drain for this event
+        has not finished — one that was down at the approval and is back — and the
+        versions of the drain records read (the claim checks them, so a hook that starts
+        meanwhile makes the claim fail)."""
+        paths = {self.layout.drain(vm): vm for vm in approved}
+        records = read_many(self.zk, list(paths), DrainRecord, timeout=10)
+        versions: dict[str, int] = {}
+        undrained = []
+        for path, (data, stat) in records.items():
+            vm = paths[path]
+            versions[path] = stat.version
+            rec = decode(DrainRecord, data, path)
+            if (rec is not None and rec.event_id == event_id and rec.want is DrainWant.DRAINED
+                    and rec.status is not DrainStatus.DRAINED
+                    and exists(self.zk, self.layout.vm(vm))):
+                undrained.append(vm)
+        return undrained, versions
 
     def acknowledge(self, event_id: str, approval: int, incarnation: int, *,
-                    decision_read: tuple[bytes, int] | None = None) -> AckRecord | None:
+                    decision_read: tuple[bytes, int] | None = None,
+                    drains_read: dict[str, int] | None = None) -> AckRecord | None:
         """Claim, send, record. Returns the final record, or None if nothing was sent.
 
         `decision_read` (the decision's bytes and znode version as read) fences the claim
         against a leader revoking the approval meanwhile; see `_claim`.
         """
-        claimed = self._claim(event_id, approval, incarnation, decision_read)
+        claimed = self._claim(event_id, approval, incarnation, decision_read, drains_read or {})
         if claimed is None:
             return None  # the decision moved on: look again on the next check
         self._handled[event_id] = approval
@@ -211,7 +251,8 @@ class Acknowledger:
         self._record(event_id, approval, state, detail, doc.incarnation)
 
     def _claim(self, event_id: str, approval: int, incarnation: int,
-               decision_read: tuple[bytes, int] | None) -> bool | None:
+               decision_read: tuple[bytes, int] | None,
+               drains_read: dict[str, int]) -> bool | None:
         """Write `acks/<id>` = sending for this approval, before any POST.
 
         True: ours to send. False: this approval was claimed before (by us in an earlier
@@ -239,14 +280,16 @@ class Acknowledger:
             txn = Txn(self.zk)
             fence = (txn.put(self.layout.decision(event_id), decision_read[0],
                              decision_read[1]) if decision_read is not None else None)
+            drains = [txn.require(drain, version) for drain, version in drains_read.items()]
             txn.put(path, claim, current.version)
             result = txn.commit()
             if result.ok:
                 return True
             if result.error is not None and result.refused is None:
                 raise result.error  # not sent (connection trouble): the caller retries
-            if result.refused == fence:
-                log.info("decision for %s changed while claiming; re-reading", event_id)
+            if result.refused == fence or result.refused in drains:
+                log.info("decision or drains of %s changed while claiming; re-reading",
+                         event_id)
                 return None
             # the ack record changed under us: re-read it
         raise CasConflict(f"gave up claiming {path}")

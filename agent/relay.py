@@ -11,7 +11,8 @@ record with compare-and-set. The rules (`merge`, `mark_gone`) are pure:
 - Scheduled → Started only moves forward (a lagging document cannot un-start an event).
 - **Gone is a claim, not a fact.** An agent that finds the event missing from a newer
   document of its own adds itself to `gone_by` (the first sets `gone_at`). Any VM that
-  still lists the event in a document fetched after `gone_at` brings it back. The
+  still lists the event in a document fetched after `gone_at` (give or take the agents'
+  clock disagreement, `CLOCK_TOLERANCE_S`) brings it back. The
   coordinator treats the event as over only once one of its own VMs said so and the
   grace period passed without a reappearance.
 
@@ -22,6 +23,7 @@ whole availability set does not contend on one record.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from pydantic import ValidationError
 
@@ -43,6 +45,11 @@ REFRESH_POLLS = 5
 """Re-merge an unchanged event every this many polls: how a VM that still lists an
 event undoes another VM's premature Gone."""
 DETAILS = ("event_type", "resources", "not_before", "description", "source", "duration_s")
+CLOCK_TOLERANCE_S = 30.0
+"""How far apart agents' clocks may be: a sighting fetched up to this long *before* a
+Gone still undoes it. Wrongly undoing one costs a delay; wrongly keeping one would let the
+coordinator release an event that still runs (one VM with a fast clock and a document
+that forgot the event for a poll would otherwise stamp its Gone ahead of everyone)."""
 
 
 def observed(ev: ScheduledEvent, incarnation: int, vm: str, now: float) -> PlatformEvent:
@@ -82,7 +89,8 @@ def merge(current: PlatformEvent | None, seen: PlatformEvent, now: float) -> Pla
         update["incarnations"] = {**current.incarnations, vm: incarnation}
     status = current.status
     if status is PlatformStatus.GONE:
-        if current.gone_at is not None and seen.observed_at <= current.gone_at:
+        if (current.gone_at is not None
+                and seen.observed_at <= current.gone_at - CLOCK_TOLERANCE_S):
             return current.model_copy(update=update) if update else current
         # listed again in a document fetched after the Gone: it was never over
         update.update(status=seen.status, gone_at=None, gone_by=[])
@@ -125,6 +133,11 @@ def mark_gone(current: PlatformEvent | None, vm: str, incarnation: int | None,
     return current.model_copy(update={
         "status": PlatformStatus.GONE, "gone_at": now, "gone_by": [vm], "last_seen": now,
         "incarnation": max(incarnation or 0, current.incarnation)})
+
+
+def _merge_into(current: PlatformEvent | None, *, seen: PlatformEvent,
+                now: float) -> PlatformEvent:
+    return merge(current, seen, now)
 
 
 class EventRelay:
@@ -179,7 +192,7 @@ class EventRelay:
                 continue
             try:
                 cas(self.zk, self.layout.event(ev.event_id), PlatformEvent,
-                    lambda current, s=seen: merge(current, s, now), overwrite_malformed=True)
+                    partial(_merge_into, seen=seen, now=now), overwrite_malformed=True)
             except CasConflict as exc:
                 log.warning("%s", exc)
                 continue
@@ -206,9 +219,8 @@ class EventRelay:
                 continue
             newer = None if seen_at is None else incarnation
             try:
-                stored = cas(
-                    self.zk, self.layout.event(event_id), PlatformEvent,
-                    lambda current, n=newer: mark_gone(current, self.vm, n, now))
+                stored = cas(self.zk, self.layout.event(event_id), PlatformEvent,
+                             partial(mark_gone, vm=self.vm, incarnation=newer, now=now))
             except CasConflict as exc:
                 log.warning("%s", exc)
                 settled = False

@@ -312,16 +312,16 @@ class Availability:
 
     def reserve(self, event_id: str, resources: Iterable[str]) -> None:
         for vm in resources:
-            self._change(vm, lambda v=vm: self.holders[v].add(event_id))
+            self._change(vm, self.holders[vm].add, event_id)
 
     def release(self, event_id: str, resources: Iterable[str]) -> None:
         for vm in resources:
-            self._change(vm, lambda v=vm: self.holders[v].discard(event_id))
+            self._change(vm, self.holders[vm].discard, event_id)
 
-    def _change(self, vm: str, mutate: Callable[[], None]) -> None:
-        """Apply `mutate` and keep the cached counts right if the VM's state flips."""
+    def _change(self, vm: str, mutate: Callable[[str], None], event_id: str) -> None:
+        """Apply `mutate(event_id)` and keep the cached counts right if the VM flips."""
         before = self.down(vm)
-        mutate()
+        mutate(event_id)
         after = self.down(vm)
         if before == after:
             return
@@ -467,9 +467,10 @@ class _EventPlanner:
                 continue  # nothing of ours runs there
             rec = self.snap.drains.get(vm)
             mine = rec is not None and rec.event_id == self.event.event_id
-            if mine and rec.want is DrainWant.DRAINED and not again:
+            if rec is not None and mine and rec.want is DrainWant.DRAINED and not again:
                 pass  # already asked: never re-drain (e.g. after a leader change)
-            elif mine and rec.want is DrainWant.DRAINED and rec.status is DrainStatus.DRAINED:
+            elif (rec is not None and mine and rec.want is DrainWant.DRAINED
+                  and rec.status is DrainStatus.DRAINED):
                 pass  # a retry re-runs only what did not drain
             elif rec and not mine and _in_use(rec):
                 continue
@@ -675,6 +676,7 @@ class _EventPlanner:
             return
         if state in IN_FLIGHT and self.unreserved() and not self.follow_resources():
             return
+        self.let_go_of_dropped()
         if state in (S.NEW, S.HELD):
             self.admit_or_hold()
         elif state is S.DRAINING:
@@ -685,6 +687,33 @@ class _EventPlanner:
             self.follow_ack()
         elif state is S.FAILED:
             self.after_failure()
+
+    def let_go_of_dropped(self) -> None:
+        """VMs the platform took off the event's Resources: restore what we drained for
+        it and release them once restored (a drain nobody needs only costs availability).
+        Not while an acknowledgement may be in flight."""
+        rec = self.ack()
+        if self.d.state is S.APPROVED and (self.ack_unknown() or (
+                rec is not None and rec.state is not AckState.REJECTED)):
+            return
+        dropped = [vm for vm in self.d.reserved if vm not in self.resources]
+        if not dropped:
+            return
+        free = []
+        for vm in dropped:
+            rec = self.drain_of(vm)
+            if (rec is not None and rec.event_id == self.event.event_id
+                    and rec.want is DrainWant.DRAINED and vm in self.snap.vms):
+                self.drains[vm] = rec.model_copy(update={
+                    "want": DrainWant.RESTORED, "status": DrainStatus.PENDING,
+                    "requested_at": self.snap.now, "updated_at": self.snap.now, "detail": ""})
+            elif self._restored(vm):
+                free.append(vm)
+        if free:
+            self.release(free)
+            self.d = self._update(drain=[vm for vm in self.d.drain if vm not in free])
+            self.note(self.d.code, f"{', '.join(free[:5])} no longer in the event's "
+                      "Resources: restored and released")
 
     def reopen(self, why: str = "") -> None:
         """The event is back (or dry-run ended): decide it again from the start."""
@@ -701,7 +730,9 @@ class _EventPlanner:
         """The event's Resources grew past what this decision reserved. Reserve and drain
         the newcomers before any approval, or hold if that is unsafe. True: carry on."""
         extra = self.unreserved()
-        claimed = self.d.state is S.APPROVED and (self.ack() is not None or self.ack_unknown())
+        rec = self.ack()
+        claimed = self.d.state is S.APPROVED and (self.ack_unknown() or (
+            rec is not None and rec.state is not AckState.REJECTED))
         if claimed:
             # The acknowledgement may be out: whatever it starts is unavailable. The acker
             # sends nothing while its IMDS lists a VM outside `approved`.
@@ -772,14 +803,18 @@ class _EventPlanner:
         """(VMs still draining, failures). A lost VM has nothing left to drain: it is
         already counted unavailable; one that is back must drain before any approval —
         also a VM whose drain another event's record held when we asked."""
-        pending, failed = [], []
+        pending: list[str] = []
+        failed: list[str] = []
         if self.drains_wanted() and not self.snap.policy.dry_run:
             missing = [vm for vm in self.resources if vm in self.snap.vms
-                       and vm not in self.d.drain and self.live(vm)]
+                       and vm in self.d.reserved and vm not in self.d.drain
+                       and self.live(vm)]
             if missing:
                 self.request_drain(missing)
                 pending.extend(vm for vm in missing if vm not in self.d.drain)
         for vm in self.d.drain:
+            if vm not in self.resources:
+                continue  # taken off the event: being restored, not waited for
             rec = self.drain_of(vm)
             if not self.live(vm):
                 continue
@@ -818,7 +853,7 @@ class _EventPlanner:
         self.move(S.FAILED, code, reason)
 
     def retry_wait(self) -> float:
-        return self.snap.policy.drain_retry_backoff_s * (2 ** self.d.retries)
+        return float(self.snap.policy.drain_retry_backoff_s * 2.0 ** self.d.retries)
 
     def after_failure(self) -> None:
         ov = self.snap.overrides.get(self.event.event_id)
@@ -932,6 +967,10 @@ class _EventPlanner:
             self.try_approve()
         elif rec is not None:
             return  # being sent: nothing to take back
+        elif self.drains_wanted() and (pending := self.drain_progress()[0]):
+            # a VM that was down when we approved is back, undrained: drain it first
+            self.move(S.DRAINING, C.APPROVAL_REVOKED, f"approval revoked: {', '.join(pending[:5])}"
+                      " came back undrained; draining again", acker=None, approved=[])
         elif not self.d.force_reason and (problem := self.blocked_by_operator()
                                           or self.avail.admit(self.event.event_id,
                                                               self.resources)):

@@ -49,8 +49,12 @@ def test_gone_is_undone_by_a_later_sighting_only() -> None:
     gone = mark_gone(record, "vm-0", 4, 12.0)
     assert gone is not None and gone.status == PlatformStatus.GONE and gone.gone_at == 12.0
     assert gone.gone_by == ["vm-0"]
-    stale = merge(gone, observed(_ev("Started", ""), 3, "vm-1", 11.5), 13.0)
-    assert stale.status == PlatformStatus.GONE, "fetched before the Gone: proves nothing"
+    stale = merge(gone, observed(_ev("Started", ""), 3, "vm-1", 12.0 - 31), 13.0)
+    assert stale.status == PlatformStatus.GONE, "fetched well before the Gone: proves nothing"
+    skewed = merge(gone, observed(_ev("Started", ""), 3, "vm-1", 12.0 - 20), 13.0)
+    assert skewed.status == PlatformStatus.STARTED, (
+        "within the agents' clock disagreement a sighting counts as newer: a VM with a "
+        "fast clock must not end an event the others still see")
     again = merge(gone, observed(_ev("Started", ""), 5, "vm-1", 13.0), 13.0)
     assert again.status == PlatformStatus.STARTED and again.gone_at is None
     assert again.gone_by == []

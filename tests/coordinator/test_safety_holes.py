@@ -361,3 +361,19 @@ def test_no_approval_in_the_pass_that_drains_a_conflicting_event_best_effort():
     e1d, e2d = snap.decisions["E1"], snap.decisions["E2"]
     assert e2d.best_effort and "vm-3" in e2d.reserved
     assert e1d.state is S.READY and e1d.code is C.UNSAFE_GROUP, e1d.reason
+
+
+def test_a_vm_taken_off_the_resources_is_restored_and_released():
+    """Resources can shrink too: a drain nobody needs any more only costs availability."""
+    snap = step(snapshot(grid(), [FOUR], [event("E1", ["vm-0", "vm-5"])],
+                         Policy(paused=False)))
+    snap = step(agents_finish_drains(replace(snap, policy=Policy(paused=True))))
+    assert snap.decisions["E1"].state is S.READY
+    snap = step(with_resources(snap, "E1", ["vm-0"]))
+    assert drain_status(snap, "vm-5") == (DrainWant.RESTORED, DrainStatus.PENDING)
+    assert "vm-5" in snap.decisions["E1"].reserved, "released only once restored"
+    snap = step(agents_finish_drains(snap))
+    d = snap.decisions["E1"]
+    assert d.reserved == ["vm-0"] and d.drain == ["vm-0"]
+    assert any("vm-5 no longer in the event's Resources" in t.reason for t in d.history)
+    assert not any("undrained" in t.reason for t in d.history)

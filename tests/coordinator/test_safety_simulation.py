@@ -26,6 +26,7 @@ def assert_sound(world: World) -> None:
     doubled = {eid: n for eid, n in world.effective_posts.items() if n > 1}
     assert not doubled, f"events started by more than one acknowledgement: {doubled}"
     assert world.unfinished() == [], world.unfinished()[:5]
+    assert world.misrecorded() == [], world.misrecorded()[:5]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

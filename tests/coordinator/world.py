@@ -73,6 +73,8 @@ class TrueVM:
     skew: float = 0.0
     """Its agent's clock minus the true time."""
     deleted: bool = False
+    born: float = 0.0
+    """When it joined the cluster (a scale set's replacement joins late)."""
 
 
 @dataclass
@@ -138,6 +140,7 @@ class World:
     history: list[tuple] = field(default_factory=list)
     """Past mirrors (newest last) for the lagging view."""
     forced_by_operator: set[str] = field(default_factory=set)
+    lost_claims: set[str] = field(default_factory=set)
     drain_requested_at: dict[tuple[str, str, int], float] = field(default_factory=dict)
     basis_at: dict[tuple[str, str, int], float] = field(default_factory=dict)
     """Per drain request or approval: the time of the mirror the coordinator decided on
@@ -226,13 +229,14 @@ class World:
             return self.drain_requested_at.get((vm, rec.event_id, rec.attempt), self.now)
         return float("-inf")
 
-    def exempt(self, event_id: str, requested_at: float) -> bool:
-        """A drain that is the platform's (best effort before a start we never asked for)
-        or an operator's (force): judged from what happened, never from labels."""
+    def exempt(self, event_id: str, requested_at: float, vm: str | None = None) -> bool:
+        """A drain that is the platform's (best effort before a start we never asked for,
+        of a VM our acknowledgement did not take) or an operator's (force): judged from
+        what happened, never from labels."""
         ev = self.events.get(event_id)
         if ev is None or event_id in self.forced_by_operator:
             return True
-        if ev.started_by_ack:
+        if ev.started_by_ack and (vm is None or vm in ev.start_resources):
             return False
         due = ev.kind in (EventType.PREEMPT, EventType.TERMINATE) or (
             requested_at >= ev.not_before - self.policy.best_effort_lead_s)
@@ -244,7 +248,7 @@ class World:
             if not _drained(rec) or self.truth.get(vm) is None or self.truth[vm].deleted:
                 continue  # a VM the platform deleted is in no maintenance of ours
             asked = self.drain_requested_at.get((vm, rec.event_id, rec.attempt), self.now)
-            if not self.exempt(rec.event_id, asked):
+            if not self.exempt(rec.event_id, asked, vm):
                 basis = self.basis_at.get((vm, rec.event_id, rec.attempt), asked)
                 out.append(Outage(vm, rec.event_id, "drained", basis))
         for vm, eid in self.down_cause.items():
@@ -267,15 +271,17 @@ class World:
             if members & mine and len(members) - len(members & mine) < group.required():
                 self.flag(f"group {group.name} below its minimum by our outages alone: "
                           f"{sorted(members & mine)}")
-        uds = {self.truth[o.vm].ud for o in outages if self.counts_for_budget(o.vm)}
+        uds = {self.truth[o.vm].ud for o in outages if self.counts_for_budget(o.vm, o.basis)}
         if len(uds) > self.policy.max_concurrent_uds:
             self.flag(f"our outages span update domains {sorted(uds)}: "
                       f"{sorted((o.vm, o.event_id) for o in outages)}")
 
     def check_action(self, what: str, event_id: str, taken: list[str],
                      decided_at: float, exempt: bool) -> None:
-        """At the moment an action of ours takes `taken` out: every group as configured
-        now, counting what was out before the decision, keeps its minimum."""
+        """At the moment an action of ours takes `taken` out: every group as configured,
+        counting what was out before the coordinator decided, keeps its minimum. A group
+        reconfigured since that decision is skipped: the coordinator could not know, and
+        every decision after the change is judged against it."""
         fresh = [vm for vm in taken if vm in self.truth and not self.out_of_service(vm)]
         if not fresh or exempt:
             return  # nothing new out, or an operator's force: theirs, not ours
@@ -286,37 +292,45 @@ class World:
             members = set(group.members)
             if not members & set(fresh):
                 continue
+            if self.group_changed_at.get(group.name, float("-inf")) > decided_at:
+                continue
             unknown = {m for m in members if m not in self.truth}
             left = len(members) - len((before | set(fresh) | unknown) & members)
             if left < group.required():
                 self.flag(f"{what} of {event_id} takes {sorted(members & set(fresh))}, "
                           f"leaving group {group.name} at {left} (min {group.required()})")
-        uds = {self.truth[o.vm].ud for o in self.ours() if self.counts_for_budget(o.vm)} | {
-            self.truth[v].ud for v in fresh if self.counts_for_budget(v)}
+        uds = {self.truth[o.vm].ud for o in self.ours()
+               if self.counts_for_budget(o.vm, o.basis)} | {
+            self.truth[v].ud for v in fresh if self.counts_for_budget(v, decided_at)}
         if len(uds) > self.policy.max_concurrent_uds:
             self.flag(f"{what} of {event_id} makes our outages span UDs {sorted(uds)}")
 
     def check_approval(self, eid: str) -> None:
         """When we approve (not an operator's force): the update domains of our outages now
-        and of what the event really takes stay within the budget."""
+        and of the VMs the approval covers stay within the budget (what the event really
+        takes when acknowledged is judged at that moment, by `check_action`)."""
         ev = self.events.get(eid)
         if ev is None or eid in self.forced_by_operator or self.policy.dry_run:
             return
+        basis = self.basis_at.get((eid, "approval", self.decisions[eid].approval), self.now)
         uds = {self.truth[o.vm].ud for o in self.ours()
-               if o.event_id != eid and self.counts_for_budget(o.vm)}
-        uds |= {self.truth[vm].ud for vm in ev.resources
-                if self.counts_for_budget(vm) and not self.truth[vm].deleted}
+               if o.event_id != eid and self.counts_for_budget(o.vm, o.basis)}
+        covered = [vm for vm in self.decisions[eid].approved if vm in self.truth]
+        uds |= {self.truth[vm].ud for vm in covered  # the acker sends only for these
+                if self.counts_for_budget(vm, basis) and not self.truth[vm].deleted}
         if len(uds) > self.policy.max_concurrent_uds:
             self.flag(f"approval of {eid} while our outages and its Resources span UDs "
                       f"{sorted(uds)}")
 
-    def counts_for_budget(self, vm: str) -> bool:
-        """Every VM counts in the domain budget, but one that runs no agent when the
-        operator declared such VMs outside every group and budget (and it is in none)."""
+    def counts_for_budget(self, vm: str, basis: float | None = None) -> bool:
+        """Every VM counts in the domain budget, but one the coordinator could not know
+        (no agent, or one that joined after `basis`) when the operator declared unknown
+        VMs outside every group and budget (and it is in none)."""
         t = self.truth.get(vm)
         if t is None:
             return False
-        return t.agent or self.policy.unmanaged_vms != "outside" or any(
+        unknown = not t.agent or (basis is not None and t.born > basis)
+        return not unknown or self.policy.unmanaged_vms != "outside" or any(
             vm in g.members for g in self.groups.values())
 
     def flag(self, message: str) -> None:
@@ -480,7 +494,7 @@ class World:
         self.next_vm = getattr(self, "next_vm", len(self.truth))
         name = f"vm-{self.next_vm}"
         self.next_vm += 1
-        self.truth[name] = TrueVM(name, fd=old.fd, ud=old.ud, agent=old.agent)
+        self.truth[name] = TrueVM(name, fd=old.fd, ud=old.ud, agent=old.agent, born=self.now)
         self.incarnation[name] = 1
         for gname, group in list(self.groups.items()):
             if vm in group.members and self.rng.random() < 0.7:
@@ -604,6 +618,13 @@ class World:
                     not covered or any(vm.casefold() not in covered for vm in ev.resources)):
                 self.counts["acker_refused"] += 1
                 continue  # its IMDS lists a VM the approval does not cover
+            undrained = [vm for vm in decision.approved if self.live(vm)
+                         and (rec := self.drains.get(vm)) is not None and rec.event_id == eid
+                         and rec.want is DrainWant.DRAINED
+                         and rec.status is not DrainStatus.DRAINED]
+            if undrained:
+                self.counts["acker_waits_for_drain"] += 1
+                continue  # a VM that was down at the approval is back undrained
             # the claim: compare-and-set on the decision version it read (it bumps it)
             self.decision_version[eid] = self.decision_version.get(eid, -1) + 1
             claim = AckRecord(event_id=eid, approval=decision.approval, vm=acker,
@@ -611,6 +632,7 @@ class World:
             self.acks[eid] = claim
             if self.rng.random() < 0.03:  # the agent dies between claim and POST
                 self.counts["lost_claims"] += 1
+                self.lost_claims.add(eid)
                 continue
             self.post(eid, decision, claim)
 
@@ -728,6 +750,21 @@ class World:
     def heal(self) -> None:
         """Faults stop: records decode again and the platform stops reshaping."""
         self.corrupt_groups.clear()
+
+    def misrecorded(self) -> list[str]:
+        """Events the platform started without our acknowledgement that our decision does
+        not record as forced (the forced-start alert counts on it): ground truth against
+        the record, once every event has ended."""
+        out = []
+        for eid, ev in self.events.items():
+            decision = self.decisions.get(eid)
+            if (decision is None or ev.started_by_ack or not ev.start_resources
+                    or eid in self.forced_by_operator or eid in self.lost_claims):
+                continue  # (a claim whose POST was lost may look sent: unknowable)
+            if not any(t.to is S.FORCED for t in decision.history):
+                out.append(f"{eid} started without us, recorded "
+                           f"{[t.to.value for t in decision.history]}")
+        return out
 
     def unfinished(self) -> list[str]:
         """Events whose decision has not reached a terminal state."""
