@@ -4,7 +4,8 @@
 #   make bench [BENCH_ARGS="--full"]   (tables; plots in bench/out/)
 #   make chaos [CHAOS_ARGS="--seed 3 --duration 240 --json"]  (60 s by default; as root,
 #              with network partitions; --duration 1800 for the volume run; --keep DIR)
-#   make lint | make clean | make distclean
+#   make test-fast (the pure core and rules, < 1 min) | make lint (ruff, mypy)
+#   make clean | make distclean
 # BOOTSTRAP_ARGS="--with chromium" asks the bootstrap for more system packages.
 
 SHELL := bash
@@ -16,7 +17,7 @@ BENCH_ARGS ?=
 CHAOS_ARGS ?=
 BOOTSTRAP_ARGS ?=
 
-.PHONY: bootstrap test demo chaos bench lint clean distclean
+.PHONY: bootstrap test test-fast demo chaos bench lint clean distclean
 
 bootstrap:
 	@bash scripts/bootstrap.sh $(BOOTSTRAP_ARGS)
@@ -42,6 +43,15 @@ bench: bootstrap
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The edit loop: the pure core, the relay and model rules, the simulation's short runs
+# (no ZooKeeper, no browser; well under a minute).
+test-fast: bootstrap
+	$(VENV)/bin/pytest -q -m "not slow" tests/coordinator/test_safety.py \
+		tests/coordinator/test_safety_holes.py tests/coordinator/test_safety_simulation.py \
+		tests/coordinator/test_placement.py tests/agent/test_relay_merge.py \
+		tests/agent/test_imds_models.py tests/imds_sim/test_model.py $(PYTEST_ARGS)
 
 # Caches and build output; keeps .venv (see distclean).
 clean:

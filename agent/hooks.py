@@ -103,6 +103,8 @@ def run_hook(hook: HookConfig, ctx: HookContext) -> HookResult:
 
 def _run_command(hook: HookConfig, ctx: HookContext) -> HookResult:
     command = hook.command
+    if command is None:
+        return HookResult(True, "skipped", "no command configured")
     shell = isinstance(command, str)
     try:
         # A new session, so a timeout kills the whole process group (shell children too).

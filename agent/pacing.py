@@ -53,5 +53,5 @@ def backoff_delay(attempt: int, base: float = 0.2, cap: float = 5.0,
     Jitter (50-100 % of the step) keeps the many agents of one availability set from
     retrying in lockstep after a shared outage.
     """
-    step = min(cap, base * (2 ** max(0, attempt)))
-    return step * (rng or random).uniform(0.5, 1.0)
+    step = min(cap, base * 2.0 ** max(0, attempt))
+    return float(step * (rng or random).uniform(0.5, 1.0))

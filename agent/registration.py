@@ -9,6 +9,7 @@ from the agent's config are joined with compare-and-set.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from agent.imds_models import InstanceMetadata
 from registry.clock import Clock
@@ -58,7 +59,7 @@ class Registrar:
             lambda current: self._state(reg, current), overwrite_malformed=True)
         for group in self.groups:
             stored = cas(self.zk, self.layout.group(group), Group,
-                         lambda current, g=group: self._joined(g, reg.name, current))
+                         partial(self._joined, group, reg.name))
             if stored is None:
                 log.warning("group %s has a malformed record; not joined", group)
         log.info("registered %s (fd=%s ud=%s) in cluster %s", reg.name, reg.fd, reg.ud,

@@ -300,7 +300,8 @@ zxid, not the version: a deleted and re-created znode starts again at version 0.
 def _decode_once(memo: Memo | None, kind: type[R], path: str, mzxid: int,
                  data: bytes) -> R | None:
     if memo is not None and (hit := memo.get(path)) is not None and hit[0] == mzxid:
-        return hit[1]
+        cached: R | None = hit[1]
+        return cached
     record = decode(kind, data, path)
     if memo is not None:
         memo[path] = (mzxid, record)

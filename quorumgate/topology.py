@@ -83,7 +83,8 @@ def _opener() -> Any:
     import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> Any:
             raise FetchError(f"refusing to follow a redirect ({code}) to {newurl}")
 
     return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)

@@ -207,7 +207,7 @@ def cas_txn(client: KazooClient, path: str, kind: type[R],
             return current, current.record
         txn = Txn(client)
         if new is DELETE:
-            if current.exists:
+            if current.version is not None:
                 txn.delete(path, current.version)
             stored = None
         elif new is not None:
@@ -231,7 +231,8 @@ def cas_txn(client: KazooClient, path: str, kind: type[R],
                        max_delay=0.05, ignore_expire=False)
     retry.retry_exceptions = (ForceRetryError,)  # connection trouble is the caller's
     try:
-        return retry(attempt)
+        done: tuple[Read[R], R | None] = retry(attempt)
+        return done
     except RetryFailedError as exc:
         raise Conflict(f"{path} changed concurrently {attempts} times; re-read and retry"
                        ) from exc

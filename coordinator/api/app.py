@@ -65,7 +65,7 @@ def api_metrics(registry: CollectorRegistry) -> ApiMetrics:
     return _api_metrics[registry]
 
 
-def _validation_message(errors: list[dict]) -> str:
+def _validation_message(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors:
         where = ".".join(str(p) for p in error.get("loc", ()))
@@ -182,7 +182,7 @@ def _document_validation_errors(app: FastAPI) -> None:
     FastAPI documents its default shape, which this API does not send."""
     build = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
             schemas = schema.get("components", {}).get("schemas", {})
@@ -199,7 +199,7 @@ async def _timeout(request: Request, exc: Exception) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "1"})
 
 
-def _optional_module(name: str):
+def _optional_module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:

@@ -13,6 +13,7 @@ role when it is set, else 401.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -59,7 +60,8 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def get_node(request: Request) -> CoordinatorNode:
-    return request.app.state.node
+    node: CoordinatorNode = request.app.state.node
+    return node
 
 
 NodeDep = Annotated[CoordinatorNode, Depends(get_node)]
@@ -77,7 +79,7 @@ def _authenticate(request: Request, node: CoordinatorNode,
     return caller
 
 
-def require(role: str):
+def require(role: str) -> Callable[..., Caller]:
     """A dependency that authenticates the request and demands at least `role`."""
 
     def dependency(request: Request, node: NodeDep,

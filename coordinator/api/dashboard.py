@@ -214,7 +214,8 @@ def streams_of(request: Request) -> Streams:
     state = request.app.state
     if not hasattr(state, "dashboard_streams"):
         state.dashboard_streams = Streams()
-    return state.dashboard_streams
+    streams: Streams = state.dashboard_streams
+    return streams
 
 
 def _sse(event: str, data: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
@@ -81,9 +81,9 @@ class PolicyIn(Policy):
 
 
 def _patch_model() -> type[BaseModel]:
-    fields: dict[str, Any] = {name: (field.annotation | None, Field(None,
-                                                                    description=field.description))
-                              for name, field in Policy.model_fields.items()}
+    fields: dict[str, Any] = {
+        name: (Optional[field.annotation], Field(None, description=field.description))  # noqa: UP045
+        for name, field in Policy.model_fields.items()}
     fields["version"] = (int | None, Field(None, description="update only if the `config` "
                                                              "znode still has this version"))
     return create_model("PolicyPatch", __config__=ConfigDict(extra="forbid", frozen=True),

@@ -81,7 +81,8 @@ def write(client: Client, layout: Layout, path: str, kind: type[R],
     entries: list[AuditEntry] = []
 
     def change(current: Read[R]) -> R | object:
-        new = update(Current(current.record, current.version if current.exists else -1))
+        new = update(Current(current.record,
+                             current.version if current.version is not None else -1))
         return DELETE if new is None else new
 
     def with_audit(txn: Txn, current: Read[R], new: R | None) -> None:

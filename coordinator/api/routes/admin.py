@@ -18,14 +18,14 @@ from coordinator.api.models import (
     PolicyPatch,
     StatusOut,
 )
-from coordinator.api.routes.common import Writes
+from coordinator.api.routes.common import Responses, Writes
 from coordinator.api.writes import Conflict, Current
 from coordinator.metrics import version
 from coordinator.store import read_audit
 from registry.records import AuditEntry, Policy
 
 router = APIRouter(prefix="/v1", tags=["policy and status"])
-CONFLICT = {409: {"description": "the policy changed concurrently: re-read and retry"}}
+CONFLICT: Responses = {409: {"description": "the policy changed concurrently: re-read and retry"}}
 
 
 def _policy_out(policy: Policy, version: int, response: Response) -> PolicyOut:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, status
 
@@ -13,13 +13,18 @@ from registry.records import _NAME_PATTERN
 NAME_PATTERN = _NAME_PATTERN
 
 
-def name_param(what: str):
+Responses = dict[int | str, dict[str, Any]]
+"""OpenAPI `responses=` of a route."""
+
+
+def name_param(what: str) -> Any:
     return Path(pattern=NAME_PATTERN, max_length=128,
                 description=f"{what}: letters, digits, '_', '.', '-' (first a letter or digit)")
 
 
 def get_writes(request: Request) -> OperatorWrites:
-    return request.app.state.writes
+    writes: OperatorWrites = request.app.state.writes
+    return writes
 
 
 Writes = Annotated[OperatorWrites, Depends(get_writes)]
@@ -58,6 +63,6 @@ def resolve_id(given: str, known: Iterable[str], what: str = "event id") -> str 
     return matches[0] if matches else None
 
 
-AMBIGUOUS = {409: {"description": "the id given is a prefix of several events' ids: "
+AMBIGUOUS: Responses = {409: {"description": "the id given is a prefix of several events' ids: "
                                   "`detail` says so and `matches` lists them; give more "
                                   "characters"}}

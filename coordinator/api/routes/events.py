@@ -14,6 +14,7 @@ A prefix of several ids answers 409 with the candidates in `matches`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -25,6 +26,7 @@ from coordinator.api.derive import EventRow, event_row, event_rows
 from coordinator.api.models import ForceIn, OptionalReasonIn, ReasonIn
 from coordinator.api.routes.common import (
     AMBIGUOUS,
+    Responses,
     Writes,
     name_param,
     not_found,
@@ -37,7 +39,7 @@ from registry.records import Decision, DecisionCode, DecisionState, Override
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 EventId = Annotated[str, name_param("event id, or a unique prefix of it in any case")]
-NOT_FOUND = {404: {"description": "no such event"}, **AMBIGUOUS}
+NOT_FOUND: Responses = {404: {"description": "no such event"}, **AMBIGUOUS}
 RETRYABLE_CODES = frozenset({DecisionCode.DRAIN_FAILED, DecisionCode.DRAIN_TIMEOUT,
                              DecisionCode.RETRY_BACKOFF})
 
@@ -89,7 +91,8 @@ def resolve_for_write(node: CoordinatorNode, event_id: str) -> str:
 
 def _override(node: CoordinatorNode, writes: Writes, caller_name: str, event_id: str,
               action: str, reason: str, detail: str | None = None,
-              check=None, **fields: object) -> Override:
+              check: Callable[[Override], dict[str, object]] | None = None,
+              **fields: object) -> Override:
     """Resolve the id, then write the override and its audit entry in one transaction.
     `check(current_override)` may refuse (raise) or return more fields to set."""
     event_id = resolve_for_write(node, event_id)

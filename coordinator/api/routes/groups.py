@@ -10,13 +10,14 @@ from coordinator.api.auth import NodeDep, Operator, Viewer
 from coordinator.api.deps import Connected, View
 from coordinator.api.derive import GroupRow, group_rows
 from coordinator.api.models import GroupIn, GroupOut
-from coordinator.api.routes.common import Writes, name_param, not_found
+from coordinator.api.routes.common import Responses, Writes, name_param, not_found
 from coordinator.api.writes import Conflict, Current
 from registry.records import Group
 
 router = APIRouter(prefix="/v1/groups", tags=["groups"])
 GroupName = Annotated[str, name_param("group name")]
-MANAGED = {409: {"description": "the group is kept by a group provider (source provider:...)"}}
+MANAGED: Responses = {
+    409: {"description": "the group is kept by a group provider (source provider:...)"}}
 
 
 def _not_managed(current: Current[Group], name: str) -> None:

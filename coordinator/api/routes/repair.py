@@ -81,7 +81,7 @@ def delete_unreadable(folder: Folder, name: RecordName, node: NodeDep, writes: W
     kind = FOLDERS[folder]
     seen: dict[str, int] = {}
 
-    def remove(current: Current) -> None:
+    def remove(current: Current[BaseModel]) -> None:
         if not current.exists:
             raise not_found(f"{folder}/{name}")
         if current.record is not None:
