@@ -10,8 +10,8 @@ What it reads, and only that:
   each drain hook started on a VM and when a restore hook finished successfully, in the
   machine's real time, written by the hook process itself;
 - when available, ZooKeeper's own transaction logs (`quorumgate.zklog`): when each drain
-  request was committed, in ZooKeeper's time (the moment we decided, which the hook may
-  follow late);
+  request and each acknowledgement claim was committed, in ZooKeeper's time (the moment
+  we decided, which the hook or the POST may follow late);
 - the replica groups the run defined, with the times it changed them, and the faults the
   nemesis injected, with their times.
 
@@ -228,19 +228,50 @@ class Timeline:
         return "+inf" if at == INF else f"+{at - self.start:.0f}s"
 
 
-def down_outages(events: Iterable[EventTruth]) -> list[Outage]:
+def down_outages(events: Iterable[EventTruth],
+                 claims: Mapping[str, Sequence[float]] | None = None) -> list[Outage]:
     """Every VM down because of an event, from the platform's own times: each impact
-    takes down the Resources the event had when it started."""
+    takes down the Resources the event had when it started.
+
+    `claims`: when our acknowledgement of each event was claimed (committed in
+    ZooKeeper before the POST). The first impact of an event we acknowledged then
+    counts from the last claim before it: that is when we committed to taking its VMs
+    down, and a POST that lands a moment later must not move our decision after a
+    platform outage begun meanwhile.
+    """
+    claims = claims or {}
     out = []
     for e in events:
         vms = e.resources_at(e.started_at) if e.started_at is not None else e.resources
         periods: list[tuple[float, float | None]] = list(e.impacts)
         if not periods and e.down_at is not None:
             periods = [(e.down_at, e.ended_at if e.status != "Started" else None)]
-        for down, up in periods:
+        for n, (down, up) in enumerate(periods):
             end = up if up is not None else INF
-            out.extend(Outage(vm, down, end, e.event_id, "down") for vm in vms)
+            start = down
+            if n == 0 and e.ours and e.started_at is not None:
+                committed = [c for c in claims.get(e.event_id, ()) if c <= e.started_at]
+                start = min(down, max(committed)) if committed else down
+            out.extend(Outage(vm, start, end, e.event_id, "down") for vm in vms)
     return out
+
+
+def ack_claims(writes: Iterable[tuple[float, str, bytes]], acks_path: str
+               ) -> dict[str, list[float]]:
+    """`event_id -> [times]` our acknowledgement was claimed (a `sending` ack record),
+    from committed ZooKeeper writes `(time, path, data)` under `acks_path`."""
+    out: dict[str, list[float]] = defaultdict(list)
+    prefix = acks_path.rstrip("/") + "/"
+    for at, path, data in writes:
+        if not path.startswith(prefix):
+            continue
+        try:
+            record = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("state") == "sending":
+            out[path[len(prefix):]].append(at)
+    return dict(out)
 
 
 def journal_outages(entries: Iterable[tuple[str, float, str, str, str, int | None]],

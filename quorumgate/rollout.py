@@ -598,15 +598,16 @@ class Rollout:
         when the ensemble's data directories are given, ZooKeeper's transaction logs."""
         views = self.emu.control.get("/events").json()
         events = {v["event_id"]: checker.EventTruth.from_view(v) for v in views}
-        requested = None
+        requested = claims = None
         if zk_data_dirs:
             clock = self.clock
             writes = [(clock.epoch + (w.time_ms / 1000 - clock.anchor) * clock.speed, w.path,
                        w.data) for w in zklog.committed_writes(
                            zk_data_dirs, quorum=len(zk_data_dirs) // 2 + 1,
-                           under=self.layout.drains + "/")]
+                           under=self.layout.base + "/")]
             requested = checker.drain_requests(writes, self.layout.drains)
-        outages = [*checker.down_outages(events.values()),
+            claims = checker.ack_claims(writes, self.layout.acks)
+        outages = [*checker.down_outages(events.values(), claims),
                    *checker.journal_outages(self.journal.entries(self.clock), requested)]
         if groups is None:
             groups = [checker.GroupVersion(g.name, tuple(g.members), g.min_available)

@@ -15,6 +15,7 @@ from quorumgate.checker import (
     Post,
     Rules,
     Timeline,
+    ack_claims,
     classify,
     double_acknowledgements,
     down_outages,
@@ -287,3 +288,24 @@ def test_a_drain_counts_from_its_request_when_zookeeper_says_when() -> None:
                ("vm-1", 300.0, "restore", "E", "end", 0)]
     assert journal_outages(entries, requested) == [Outage("vm-1", 90.0, 300.0, "E", "drain")]
     assert journal_outages(entries) == [Outage("vm-1", 118.0, 300.0, "E", "drain")]
+
+
+def test_an_acknowledgement_counts_from_its_claim_when_zookeeper_says_when() -> None:
+    """Claimed at 95 (committed), POSTed at 110 after the platform began a best-effort
+    drain in another domain at 100: judged at the claim, our acknowledgement was first."""
+    writes = [(95.0, "/q/c/acks/E", b'{"event_id": "E", "approval": 1, "state": "sending"}'),
+              (111.0, "/q/c/acks/E", b'{"event_id": "E", "approval": 1, "state": "accepted"}')]
+    claims = ack_claims(writes, "/q/c/acks")
+    assert claims == {"E": [95.0]}
+    ours = event("E", ("vm-1",), not_before=900.0, cause="ack", started=110.0, down=110.0,
+                 ended=160.0, posts=(Post("vm-1", 110.0, True),))
+    other = event("F", ("vm-3",), not_before=200.0, cause="not_before", started=200.0,
+                  down=200.0, ended=260.0)
+    best_effort = Outage("vm-3", 100.0, 280.0, "F", "drain")
+    rules = Rules(best_effort_lead_s=120.0)
+    judged = [best_effort, *down_outages([ours, other], claims)]
+    assert Outage("vm-1", 95.0, 160.0, "E", "down") in judged
+    assert safety_violations(timeline([ours, other], judged), rules) == []
+    at_post = [best_effort, *down_outages([ours, other])]
+    assert [v.kind for v in safety_violations(timeline([ours, other], at_post), rules)] == [
+        "domains"]
