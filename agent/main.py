@@ -76,7 +76,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rackdc"]:  # `quorumgate agent rackdc`: the VM's Cassandra rack from IMDS
-        from quorumgate.topology import main_rackdc
+        from agent.rackdc import main as main_rackdc
 
         return main_rackdc(argv[1:])
     try:

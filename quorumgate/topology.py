@@ -45,8 +45,6 @@ DEFAULT_TTL_S = 60.0
 REFETCH_UNKNOWN_S = 5.0
 """A fresh cache that misses a host is refreshed, but not more often than this."""
 SYSTEM_CACHE = "/var/cache/quorumgate/topology.json"
-IMDS_URL = "http://169.254.169.254"
-IMDS_API = "2021-02-01"
 IPV4 = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?$")
 
 
@@ -305,71 +303,11 @@ def main_labels(argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------- rackdc
 
 
-def imds_compute(imds_url: str, timeout: float) -> dict[str, Any]:
-    """GET /metadata/instance/compute as an agent does: `Metadata: true`, no proxy, no
-    redirects; retries 429, 5xx and connection errors with backoff until `timeout`."""
-    url = f"{imds_url.rstrip('/')}/metadata/instance/compute?api-version={IMDS_API}"
-    deadline = time.monotonic() + timeout
-    delay = 0.5
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            data = get_json(url, {"Metadata": "true"}, max(0.5, remaining))
-            if not isinstance(data, dict):
-                raise FetchError("IMDS compute metadata is not an object")
-            return data
-        except FetchError as exc:
-            if not exc.transient or time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-
-
-def rackdc_properties(compute: dict[str, Any], prefer_local: bool = True) -> str:
-    location = str(compute.get("location") or "").strip()
-    fd = str(compute.get("platformFaultDomain", "")).strip()
-    if not location:
-        raise FetchError("IMDS gave no compute.location (the dc)")
-    if not fd.isdigit():
-        raise FetchError(f"IMDS gave no usable platformFaultDomain ({fd!r})")
-    name = compute.get("name") or "this VM"
-    return (f"# cassandra-rackdc.properties for {name}, written by quorumgate topology "
-            f"rackdc from IMDS\n"
-            f"# dc = compute.location, rack = fault domain {fd}\n"
-            f"dc={location}\nrack=fd{fd}\n"
-            f"prefer_local={'true' if prefer_local else 'false'}\n")
-
-
 def main_rackdc(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="quorumgate topology rackdc",
-                                description="cassandra-rackdc.properties for this VM, "
-                                            "from IMDS (GossipingPropertyFileSnitch)")
-    p.add_argument("--imds-url", default=os.environ.get("QG_IMDS_URL") or IMDS_URL,
-                   help=f"IMDS base URL (default {IMDS_URL})")
-    p.add_argument("--timeout", type=float, default=120.0,
-                   help="seconds for IMDS, retries included (default 120: a VM's first "
-                        "IMDS call may take that long)")
-    p.add_argument("--no-prefer-local", action="store_true", help="prefer_local=false")
-    p.add_argument("-o", "--output", help="write this file (atomically) instead of stdout")
-    args = p.parse_args(list(argv))
-    try:
-        text = rackdc_properties(imds_compute(args.imds_url, args.timeout),
-                                 prefer_local=not args.no_prefer_local)
-    except FetchError as exc:
-        _say(f"error: IMDS {args.imds_url}: {exc}")
-        return 1
-    if not args.output:
-        sys.stdout.write(text)
-        return 0
-    tmp = f"{args.output}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, args.output)
-    except OSError as exc:
-        _say(f"error: cannot write {args.output}: {exc.strerror or exc}")
-        return 1
-    return 0
+    """On the agent's own IMDS client (there is one IMDS client: agent/imds.py)."""
+    from agent.rackdc import main
+
+    return main(argv)
 
 
 # ---------------------------------------------------------------- dispatch

@@ -1,0 +1,82 @@
+"""`quorumgate agent rackdc` (also `quorumgate topology rackdc`): this VM's
+cassandra-rackdc.properties from IMDS, through the agent's own IMDS client (the only one:
+`Metadata: true`, no proxy, no redirects, rate limit, retries with backoff).
+
+dc = compute.location, rack = the fault domain (GossipingPropertyFileSnitch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from agent.imds import DEFAULT_URL, ImdsClient, ImdsError
+from agent.imds_models import InstanceMetadata
+
+
+class RackdcError(Exception):
+    pass
+
+
+def rackdc_properties(meta: InstanceMetadata, prefer_local: bool = True) -> str:
+    if not meta.location.strip():
+        raise RackdcError("IMDS gave no compute.location (the dc)")
+    if meta.fd is None:
+        raise RackdcError("IMDS gave no usable platformFaultDomain")
+    return (f"# cassandra-rackdc.properties for {meta.name}, written by quorumgate topology "
+            f"rackdc from IMDS\n"
+            f"# dc = compute.location, rack = fault domain {meta.fd}\n"
+            f"dc={meta.location.strip()}\nrack=fd{meta.fd}\n"
+            f"prefer_local={'true' if prefer_local else 'false'}\n")
+
+
+def _reason(exc: ImdsError) -> str:
+    if exc.code == "connect":
+        return f"connection refused or unreachable ({exc})"
+    if exc.code.isdigit() and 300 <= int(exc.code) < 400:
+        return f"refusing to follow a redirect ({exc.code})"
+    return str(exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="quorumgate topology rackdc",
+                                description="cassandra-rackdc.properties for this VM, "
+                                            "from IMDS (GossipingPropertyFileSnitch)")
+    p.add_argument("--imds-url", default=os.environ.get("QG_IMDS_URL") or DEFAULT_URL,
+                   help=f"IMDS base URL (default {DEFAULT_URL})")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds for IMDS, retries included (default 120: a VM's first "
+                        "IMDS call may take that long)")
+    p.add_argument("--no-prefer-local", action="store_true", help="prefer_local=false")
+    p.add_argument("-o", "--output", help="write this file (atomically) instead of stdout")
+    args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
+    client = ImdsClient(args.imds_url, first_call_timeout_s=args.timeout,
+                        timeout_s=min(5.0, args.timeout), deadline_s=args.timeout,
+                        max_attempts=8)
+    try:
+        text = rackdc_properties(client.instance(), prefer_local=not args.no_prefer_local)
+    except ImdsError as exc:
+        print(f"quorumgate topology rackdc: error: IMDS {args.imds_url}: {_reason(exc)}",
+              file=sys.stderr)
+        return 1
+    except RackdcError as exc:
+        print(f"quorumgate topology rackdc: error: IMDS {args.imds_url}: {exc}",
+              file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    tmp = f"{args.output}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.output)
+    except OSError as exc:
+        print(f"quorumgate topology rackdc: error: cannot write {args.output}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
