@@ -156,7 +156,7 @@ class DrainWorker:
         if event is None:
             return HookContext(record.event_id, "", [], None, self.vm, action)
         return HookContext(record.event_id, event.event_type.value, list(event.resources),
-                           event.not_before, self.vm, action)
+                           event.not_before, self.vm, action, duration_s=event.duration_s)
 
 
 def _key(record: DrainRecord) -> Key:

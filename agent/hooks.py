@@ -28,6 +28,8 @@ class HookContext:
     vm: str
     action: str
     """`drain` or `restore`."""
+    duration_s: int = -1
+    """IMDS's DurationInSeconds: -1 when the platform does not say."""
 
     def env(self) -> dict[str, str]:
         return {
@@ -35,6 +37,7 @@ class HookContext:
             "QG_EVENT_TYPE": self.event_type,
             "QG_RESOURCES": ",".join(self.resources),
             "QG_NOT_BEFORE": "" if self.not_before is None else f"{self.not_before:.3f}",
+            "QG_DURATION_S": str(self.duration_s),
             "QG_VM": self.vm,
             "QG_ACTION": self.action,
         }
@@ -42,7 +45,7 @@ class HookContext:
     def payload(self) -> dict[str, object]:
         return {"event_id": self.event_id, "event_type": self.event_type,
                 "resources": self.resources, "not_before": self.not_before,
-                "vm": self.vm, "action": self.action}
+                "duration_s": self.duration_s, "vm": self.vm, "action": self.action}
 
 
 @dataclass(frozen=True)
