@@ -86,7 +86,7 @@ def test_http_hook(hook_server: tuple[str, list[dict]], monkeypatch: pytest.Monk
     assert ok.ok and ok.result == "done"
     assert received[0] == {"event_id": "E1", "event_type": "Reboot",
                            "resources": ["vm-0", "vm-1"], "not_before": 1900000000.0,
-                           "vm": "vm-0", "action": "drain"}
+                           "duration_s": -1, "vm": "vm-0", "action": "drain"}
     bad = run_hook(HookConfig(url=f"{url}/bad"), CTX)
     assert not bad.ok and "503" in bad.detail
     slow = run_hook(HookConfig(url=f"{url}/slow", timeout_s=0.3), CTX)
