@@ -63,6 +63,11 @@ class Workload:
     def setup(self, rollout: Rollout) -> None:
         """Everything is up but the agents: start the workload on every VM."""
 
+    def ready(self, rollout: Rollout) -> None:
+        """Every agent has registered: finish what needs the cluster's topology (an HDFS
+        NameNode resolving racks, Kafka's broker.rack) and return once the workload is
+        up; the rollout starts after this."""
+
     def agent_settings(self, vm: str) -> dict[str, Any]:
         """Extra agent config for this VM (drain/restore hooks, groups)."""
         return {}
@@ -482,6 +487,7 @@ class Rollout:
                 self.api_urls.append(self._serve(node))
         self.spec.workload.setup(self)
         self.supervisor.start(self.spec.register_timeout_s)
+        self.spec.workload.ready(self)
         self.watcher.start()
 
     def _serve(self, node: CoordinatorNode) -> str:
