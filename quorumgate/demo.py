@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.speed = args.speed or 4.0
         make = hdfs.hdfs_spec if args.workload == "hdfs" else kafka.kafka_spec
         spec = make(speed=args.speed, coordinators=args.coordinators, say=say,
-                    timeout_s=max(args.timeout, 420.0))
+                    timeout_s=max(args.timeout, 900.0))
         args.fds, args.uds, args.vms = 3, 3, spec.cluster["vms"]
         spec.walk = args.walk
         handled += (module.HdfsError if args.workload == "hdfs" else module.KafkaError,)

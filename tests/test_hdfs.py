@@ -244,10 +244,10 @@ def _processes_mentioning(text: str) -> list[int]:
     return find(text)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_rollout_over_real_hdfs_loses_no_read(
         hdfs_here: None, zk_hosts: str, zk_cluster: str, zk: KazooClient) -> None:
-    spec = hdfs_spec("quorumgate", timeout_s=400)
+    spec = hdfs_spec("quorumgate", timeout_s=800)
     workload = spec.workload
     assert isinstance(workload, HdfsWorkload)
     with rollout_stack(spec, zk_hosts, zk_cluster, out=lambda line: None) as rollout:

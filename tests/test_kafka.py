@@ -174,12 +174,12 @@ def test_agent_settings_wire_the_deploy_hooks() -> None:
 # ---------------------------------------------------------------- the real cluster
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_rollout_over_real_kafka_loses_no_acknowledged_message(
         kafka_here: None, zk_hosts: str, zk_cluster: str, zk: KazooClient) -> None:
     from tests.test_patroni import _processes_mentioning
 
-    spec = kafka_spec("quorumgate", timeout_s=400)
+    spec = kafka_spec("quorumgate", timeout_s=800)
     workload = spec.workload
     assert isinstance(workload, KafkaWorkload)
     with rollout_stack(spec, zk_hosts, zk_cluster, out=lambda line: None) as rollout:

@@ -1040,7 +1040,7 @@ def hdfs_spec(strategy: str = "quorumgate", *, vms: int = 6, speed: float = 4.0,
     names = [f"vm-{i}" for i in range(vms)]
     load = HdfsWorkload(names, say=say, **workload)
     if timeout_s is None:
-        timeout_s = 900.0 if strategy == "never-ack" else 420.0
+        timeout_s = 1500.0 if strategy == "never-ack" else 900.0
     return RolloutSpec(cluster={"vms": vms, "fds": 3, "uds": 3}, groups=[],
                        speed=speed, downtime_s=downtime_s, strategy=strategy,
                        coordinators=coordinators, workload=load, timeout_s=timeout_s,

@@ -783,7 +783,7 @@ def kafka_spec(strategy: str = "quorumgate", *, speed: float = 4.0,
     virtual seconds (15 s real)."""
     load = KafkaWorkload(("vm-0", "vm-1", "vm-2"), say=say, **workload)
     if timeout_s is None:
-        timeout_s = 900.0 if strategy == "never-ack" else 420.0
+        timeout_s = 1500.0 if strategy == "never-ack" else 900.0
     return RolloutSpec(cluster={"vms": 3, "fds": 3, "uds": 3}, groups=[], speed=speed,
                        downtime_s=downtime_s, strategy=strategy, coordinators=coordinators,
                        workload=load, timeout_s=timeout_s, providers=[load.provider()],
