@@ -809,7 +809,13 @@ class _EventPlanner:
             missing = [vm for vm in self.resources if vm in self.snap.vms
                        and vm in self.d.reserved and vm not in self.d.drain
                        and self.live(vm)]
-            if missing:
+            if missing and (self.blocked_by_operator() or self.avail.admit(
+                    self.event.event_id, self.resources)):
+                # reserved only as bookkeeping for an acknowledgement that did not happen:
+                # draining them now must be admitted like any other drain
+                self.release(missing)
+                pending.extend(missing)
+            elif missing:
                 self.request_drain(missing)
                 pending.extend(vm for vm in missing if vm not in self.d.drain)
         for vm in self.d.drain:
