@@ -224,8 +224,15 @@ class Availability:
 
     def unavailable_known(self) -> int:
         if self._down_known is None:
-            self._down_known = sum(1 for vm in self.vms if self.down(vm))
+            self._down_known = sum(1 for vm in self.vms
+                                   if self.down(vm) and vm not in self.deleted)
         return self._down_known
+
+    def cluster_size(self) -> int:
+        """Registered VMs, less those a Terminate or Preempt took for good: a deleted VM
+        is neither part of the cluster nor unavailable in it (counting it would close
+        the cap a little more with every scale-in)."""
+        return len(self.vms) - len(self.deleted & self.vms.keys())
 
     def uds_reserved(self, excluding: str = "") -> set[int]:
         return {
@@ -286,12 +293,13 @@ class Availability:
                                f"group {name}: event would take {', '.join(taken)}, leaving "
                                f"{after} of {len(self.members[name])} available (min "
                                f"{group.required()})")
-        cap = self.policy.unavailable_cap(len(self.vms))
+        members = self.cluster_size()
+        cap = self.policy.unavailable_cap(members)
         if cap is not None:
             after = self.unavailable_known() + sum(1 for vm in newly_down if vm in self.vms)
             if after > cap:
                 return Problem(C.UNSAFE_CAP,
-                               f"cluster: {after} of {len(self.vms)} VMs would be "
+                               f"cluster: {after} of {members} VMs would be "
                                f"unavailable, max_unavailable {self.policy.max_unavailable}")
         return None
 

@@ -61,7 +61,7 @@ def test_a_claim_is_never_missed_because_the_mirror_lags(zk: KazooClient,
         stale = cache.view()  # no claim in it
         data, stat = zk.get(layout.decision("E1"))
         acker = Acknowledger(zk, layout, "vm-0", imds=None, clock=RealClock())  # type: ignore[arg-type]
-        assert acker._claim("E1", 1, 0, (data, stat.version)) is True
+        assert acker._claim("E1", 1, 0, (data, stat.version), {}) is True
         assert "E1" not in stale.acks
         read = read_decisions(zk, layout)
         assert read.acks["E1"].state is AckState.SENDING

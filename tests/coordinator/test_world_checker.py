@@ -137,7 +137,7 @@ def test_sees_a_gone_taken_on_one_word(patch: pytest.MonkeyPatch) -> None:
     """Hole 6: Gone is final on any VM's first word (a flapping IMDS ends events early)."""
     patch.setattr(safety._EventPlanner, "gone_confirmed",
                   lambda self: self.event.gone_at is not None)
-    patch.setattr(relay, "CLOCK_TOLERANCE_S", float("inf"))  # and a later sighting is moot
+    patch.setattr(relay, "CLOCK_TOLERANCE_S", float("-inf"))  # no later sighting undoes it
     misrecorded = []
 
     def keep(world: World) -> None:
@@ -156,3 +156,31 @@ def test_sees_terminated_vms_that_hold_a_domain_forever(patch: pytest.MonkeyPatc
     _, unfinished = sweep()
     assert any("waiting for" in u for u in unfinished), unfinished[:5]
 
+
+
+def test_sees_acknowledgements_it_missed(patch: pytest.MonkeyPatch) -> None:
+    """The liveness measure: a core that holds everything is safe and must show as
+    missing what ground truth says was safe to acknowledge."""
+    patch.setattr(world_module, "decide", lambda snap: [])
+    worlds = [world_module.run(seed, steps=400, drain_steps=0) for seed in range(10)]
+    assert sum(w.counts["acked"] for w in worlds) == 0
+    assert sum(w.counts["missed"] for w in worlds) > 5, [w.counts for w in worlds]
+
+
+def test_a_cluster_cap_that_counts_deleted_vms_misses_acknowledgements(
+        patch: pytest.MonkeyPatch) -> None:
+    """The liveness measure found this one: VMs a Terminate took for good counted as
+    unavailable members of the cluster, so the cap closed a little with every deletion
+    (half the acknowledgements of a 10-seed run were lost to it)."""
+    def totals() -> tuple[int, int]:
+        worlds = [world_module.run(seed, steps=800) for seed in range(10)]
+        return (sum(w.counts["missed"] for w in worlds),
+                sum(w.counts["acked"] for w in worlds))
+
+    missed, acked = totals()
+    patch.setattr(safety.Availability, "cluster_size", lambda self: len(self.vms))
+    patch.setattr(safety.Availability, "unavailable_known",
+                  lambda self: sum(1 for vm in self.vms if self.down(vm)))
+    missed_with_hole, acked_with_hole = totals()
+    assert missed_with_hole > missed, (missed_with_hole, missed)
+    assert acked_with_hole < 0.75 * acked, (acked_with_hole, acked)

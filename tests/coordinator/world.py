@@ -59,6 +59,10 @@ S = DecisionState
 NOTICE = {EventType.REBOOT: 900, EventType.REDEPLOY: 600, EventType.FREEZE: 900,
           EventType.PREEMPT: 30, EventType.TERMINATE: 300}
 LAG_STEPS = 3
+CLEAR_STEPS = 10
+"""An event the platform starts without us after this many steps in a row in which
+acknowledging it was safe (ground truth) is a missed acknowledgement: enough for a
+lagging mirror, a drain that runs a few polls, and a late acker."""
 """The mirror (events, VMs, drains, groups, overrides) may be this many steps behind."""
 
 
@@ -93,6 +97,8 @@ class TrueEvent:
     impacts: int = 0
     ack_basis: float = 0.0
     """The time of the mirror the approval we acknowledged was decided on."""
+    clear_steps: int = 0
+    """Consecutive steps, up to now, in which acknowledging it was safe by ground truth."""
 
 
 @dataclass
@@ -151,6 +157,7 @@ class World:
     next_id: int = 0
     violations: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
+    missed: list[str] = field(default_factory=list)
     # switches that put back a hole of issue 12, to prove the checkers see it
     acker_checks_coverage: bool = True
     acks_from_mirror: bool = False
@@ -333,6 +340,37 @@ class World:
         return not unknown or self.policy.unmanaged_vms != "outside" or any(
             vm in g.members for g in self.groups.values())
 
+    def clear_to_ack(self, ev: TrueEvent) -> bool:
+        """Ground truth: taking `ev`'s Resources down now breaks nothing and the
+        coordinator can know it (every VM registered with its domain, up, in no other
+        pending event; every group readable and unchanged, the budgets kept)."""
+        if ev.status != "Scheduled" or self.corrupt_groups:
+            return False
+        vms = [self.truth.get(vm) for vm in ev.resources]
+        if not vms or any(t is None or not t.agent or not t.reports_ud or not self.live(t.name)
+                          for t in vms):
+            return False
+        taken = set(ev.resources)
+        for other in self.events.values():
+            if other is not ev and other.status != "Gone" and taken & set(other.resources):
+                return False
+        out = {vm for vm in self.truth if self.out_of_service(vm)}
+        for group in self.groups.values():
+            members = set(group.members)
+            if not members & taken:
+                continue
+            unknown = {m for m in members if m not in self.truth or not self.truth[m].agent}
+            if len(members) - len((out | taken | unknown) & members) < group.required():
+                return False
+        maintained = {vm for vm in self.down_cause if not self.truth[vm].deleted} | {
+            vm for vm, rec in self.drains.items() if _drained(rec)}
+        uds = {self.truth[vm].ud for vm in maintained | taken if self.counts_for_budget(vm)}
+        if len(uds) > self.policy.max_concurrent_uds:
+            return False
+        alive = [vm for vm, t in self.truth.items() if not t.deleted]
+        cap = self.policy.unavailable_cap(len(alive))
+        return cap is None or len((out | taken) & set(alive)) <= cap
+
     def flag(self, message: str) -> None:
         self.violations.append(f"t={self.now - 1_700_000_000:.0f} {message}")
 
@@ -461,6 +499,9 @@ class World:
         ev = self.events[eid]
         if ev.status != "Scheduled":
             return
+        if not by_ack and ev.clear_steps >= CLEAR_STEPS and eid not in self.forced_by_operator:
+            self.counts["missed"] += 1
+            self.missed.append(eid)
         ev.status = "Started"
         ev.started_by_ack = by_ack
         ev.start_resources = list(ev.resources)
@@ -504,6 +545,8 @@ class World:
                 self.group_changed_at[gname] = self.now
 
     def platform_tick(self) -> None:
+        for ev in self.events.values():
+            ev.clear_steps = ev.clear_steps + 1 if self.clear_to_ack(ev) else 0
         for eid, ev in list(self.events.items()):
             if ev.status == "Scheduled" and self.now >= ev.not_before:
                 self.start(eid, by_ack=False)
