@@ -18,9 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kazoo.client import KazooClient
-from kazoo.recipe.watchers import DataWatch
-
 from coordinator.store import ensure_layout, put_policy
 from registry.codec import decode, encode
 from registry.layout import Layout
@@ -38,6 +35,7 @@ from registry.records import (
     VMRegistration,
 )
 from registry.zk import make_client
+from registry.zookeeper import DataWatch, KazooClient
 
 S = DecisionState
 FDS = 3

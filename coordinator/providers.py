@@ -43,11 +43,11 @@ from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from registry.records import Group, MinAvailable, Name
+from registry.zookeeper import Client, exists, make_client, read_foreign
+from registry.zookeeper import children as list_children
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def member_host(data: bytes) -> str | None:
     return None
 
 
-def zookeeper_groups(config: ProviderConfig, client: KazooClient,
+def zookeeper_groups(config: ProviderConfig, client: Client,
                      addresses: dict[str, str], previous: Group | None = None,
                      now: float = 0.0) -> list[Group]:
     """The group from the members registered under `config.path`, merged with the
@@ -140,19 +140,17 @@ def zookeeper_groups(config: ProviderConfig, client: KazooClient,
     maps to its VM.
     """
     assert config.path
-    try:
-        children = sorted(client.get_children(config.path))
-    except NoNodeError as exc:
-        raise ProviderError(f"{config.path} does not exist") from exc
+    if not exists(client, config.path):
+        raise ProviderError(f"{config.path} does not exist")
+    children = sorted(list_children(client, config.path))
     listed: list[str] = []
     if config.member_to_vm == "name":
         listed = [c for c in children if _NAME.fullmatch(c)]
     else:
         by_address = {address: name for name, address in addresses.items() if address}
         for child in children:
-            try:
-                data, _ = client.get(f"{config.path}/{child}")
-            except NoNodeError:
+            data = read_foreign(client, f"{config.path}/{child}")
+            if data is None:
                 continue
             host = member_host(data)
             if host in by_address:
@@ -400,7 +398,7 @@ _KAFKA_BROKERS: dict[str, dict[int, str]] = {}
 class ProviderRunner:
     """Polls each provider on its own schedule in one thread; hands groups to `publish`."""
 
-    def __init__(self, configs: list[ProviderConfig], client: KazooClient,
+    def __init__(self, configs: list[ProviderConfig], client: Client,
                  addresses: Callable[[], dict[str, str]],
                  stored: Callable[[str], Group | None],
                  publish: Callable[[list[Group]], None],
@@ -415,7 +413,7 @@ class ProviderRunner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-providers", daemon=True)
         self._due = {c.id: 0.0 for c in configs}
-        self._clients: dict[str, KazooClient] = {}
+        self._clients: dict[str, Client] = {}
 
     def start(self) -> None:
         if self.configs:
@@ -439,7 +437,6 @@ class ProviderRunner:
         client = self.client
         if config.hosts:
             if config.id not in self._clients:
-                from registry.zk import make_client
                 other = make_client(config.hosts)
                 other.start(timeout=config.timeout_s)
                 self._clients[config.id] = other

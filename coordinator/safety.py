@@ -709,10 +709,10 @@ class _EventPlanner:
             return
         free = []
         for vm in dropped:
-            rec = self.drain_of(vm)
-            if (rec is not None and rec.event_id == self.event.event_id
-                    and rec.want is DrainWant.DRAINED and vm in self.snap.vms):
-                self.drains[vm] = rec.model_copy(update={
+            drain = self.drain_of(vm)
+            if (drain is not None and drain.event_id == self.event.event_id
+                    and drain.want is DrainWant.DRAINED and vm in self.snap.vms):
+                self.drains[vm] = drain.model_copy(update={
                     "want": DrainWant.RESTORED, "status": DrainStatus.PENDING,
                     "requested_at": self.snap.now, "updated_at": self.snap.now, "detail": ""})
             elif self._restored(vm):

@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kazoo.exceptions import NoNodeError
 
 from coordinator.placement import PlacementError, PlacementRequest, place
 from coordinator.safety import VMView
@@ -66,6 +65,7 @@ from quorumgate.zkserver import SERVING_MODES, ZooKeeperEnsemble
 from registry.codec import decode, encode
 from registry.records import DecisionState, Group, PlatformEvent, PlatformStatus, Policy
 from registry.zk import make_client
+from registry.zookeeper import NoNodeError
 
 log = logging.getLogger(__name__)
 

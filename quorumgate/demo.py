@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
-from kazoo.client import KazooClient
 
 from quorumgate.zkserver import ZooKeeperError, ZooKeeperServer, find_zookeeper, server_mode
+from registry.zookeeper import KazooClient
 
 IMDS_API = "2021-02-01"
 

@@ -83,14 +83,14 @@ Client = KazooClient
 
 __all__ = [
     "DELETE", "FOLDERS", "PERMANENT", "AuthFailedError", "BadVersionError", "CasConflict",
-    "Client", "Conflict", "cas_txn",
+    "Client", "Conflict", "DataWatch", "KazooClient", "cas_txn",
     "ConnectionClosedError", "ConnectionLoss", "Election", "InvalidACLError",
     "KazooException", "KazooState", "KazooTimeoutError", "NoAuthError", "NoNodeError",
     "NodeExistsError", "NotEmptyError", "Read", "RolledBackError", "RuntimeInconsistency",
     "SessionExpiredError", "TreeCache", "TreeEvent", "Txn", "TxnResult", "ZnodeStat",
     "append_audit", "cas", "cluster_acl", "data_watch", "make_client", "put_ephemeral",
-    "read", "read_many", "put", "children", "exists", "ensure_folders", "trim_audit",
-    "read_audit", "acl_problem", "read_acls",
+    "read", "read_foreign", "read_many", "put", "children", "exists", "ensure_folders",
+    "trim_audit", "read_audit", "acl_problem", "read_acls",
 ]
 
 PERMANENT = (NoAuthError, AuthFailedError, InvalidACLError)
@@ -358,6 +358,16 @@ def children(client: KazooClient, path: str) -> list[str]:
         return list(client.get_children(path))
     except NoNodeError:
         return []
+
+
+def read_foreign(client: KazooClient, path: str) -> bytes | None:
+    """The raw bytes of a znode another system owns (a Patroni member, a Kafka broker),
+    or None when it is gone. Never for quorumgate's own records: those go through `read`."""
+    try:
+        data, _ = client.get(path)
+    except NoNodeError:
+        return None
+    return bytes(data)
 
 
 def exists(client: KazooClient, path: str) -> bool:

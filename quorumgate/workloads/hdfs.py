@@ -55,14 +55,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
 
 from coordinator.providers import ProviderConfig
 from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate.workloads import jvm
 from quorumgate.zkserver import free_ports
 from registry.records import Policy
+from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
     from quorumgate.rollout import Rollout

@@ -39,15 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
-
 from coordinator.providers import ProviderConfig
 from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate.workloads import jvm
 from quorumgate.workloads.hdfs import hook_logs, quorumgate_command, static_racks
 from quorumgate.zkserver import free_ports
 from registry.records import Policy
+from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
     from quorumgate.rollout import Rollout

@@ -66,13 +66,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import psycopg
 import yaml
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
 
 from coordinator.providers import ProviderConfig
 from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate.workloads.loadgen import WriteLoad, create_table, multi_host_dsn
 from quorumgate.zkserver import free_ports
+from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
     from quorumgate.rollout import Rollout
