@@ -1,6 +1,6 @@
 """End to end with real agents: an event appearing in IMDS -> its acknowledgement received.
 
-`quorumgate.rollout` supplies the IMDS emulator, one real agent per VM (each with its own
+`quorumgate_testbed.rollout` supplies the IMDS emulator, one real agent per VM (each with its own
 ZooKeeper session and IMDS base URL, restarted across reboots by the VM supervisor) and
 the ground-truth checker. The coordinator runs out of process (`quorumgate coordinator`,
 as deployed), so it does not share a GIL with the agents. The clock is real time
@@ -16,12 +16,15 @@ document from then on) to the acknowledgement that started it.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from bench.procs import CoordinatorProcess
-from quorumgate.rollout import GroupSpec, RolloutSpec, rollout_stack
+from bench.procs import TOKEN
+from bench.procs import coordinator as start_coordinator
+from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, rollout_stack
 from registry.records import DecisionState
 
 S = DecisionState
@@ -71,12 +74,12 @@ def run(hosts: str, vms: int = 100, uds: int = 5, events: int = 15, poll_s: floa
         lg.addHandler(counter)
     started = time.perf_counter()
     try:
-        with rollout_stack(spec, hosts, cluster, out=out) as rollout:
-            coordinator = CoordinatorProcess(hosts, cluster, resync_s=1.0)
-            coordinator.cmd += ["--clock", rollout.clock.spec]
-            coordinator.start()
+        with (rollout_stack(spec, hosts, cluster, out=out) as rollout,
+              tempfile.TemporaryDirectory(prefix="qg-bench-e2e-") as workdir):
+            coordinator = start_coordinator(hosts, cluster, Path(workdir), resync_s=1.0,
+                                            extra=("--clock", rollout.clock.spec))
             try:
-                coordinator.wait_mirrored(vms, len(spec.groups))
+                coordinator.wait_mirrored(vms, len(spec.groups), TOKEN)
                 began = rollout.watcher.start_at = rollout.clock.now()
                 for k in range(events):
                     eid = rollout.schedule_ud(k % uds)

@@ -3,7 +3,7 @@ rollout of every update domain, under quorumgate, acknowledge-on-sight and
 never-acknowledge, side by side.
 
 Each strategy gets a fresh stack (IMDS emulator, agents, coordinators for quorumgate)
-and a fresh HDFS (quorumgate/workloads/hdfs.py): a NameNode, a DataNode on each of
+and a fresh HDFS (quorumgate_testbed.workloads.hdfs): a NameNode, a DataNode on each of
 vm-0..vm-5 (3 FDs x 3 UDs, two per UD), replication 3, racks from `quorumgate topology
 hdfs`, a WebHDFS client writing a 48 KiB file and reading a random acknowledged one
 about four times a second each. The platform walks the 3 UDs with Azure's 15-minute
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.workloads import main_for
-from quorumgate.workloads.hdfs import find_hdfs, hdfs_spec, report_table
+from quorumgate_testbed.workloads.hdfs import find_hdfs, hdfs_spec, report_table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 of every update domain, under quorumgate, acknowledge-on-sight and never-acknowledge,
 side by side.
 
-Each strategy gets a fresh stack and a fresh cluster (quorumgate/workloads/kafka.py):
+Each strategy gets a fresh stack and a fresh cluster (quorumgate_testbed.workloads.kafka):
 a broker on each of vm-0..vm-2 (one per UD and FD), `broker.rack` from quorumgate's
 topology, topic `qg-load` (3 partitions, replication 3, min.insync.replicas 2), an
 idempotent acks=all producer (about 40 messages/s, delivery timeout 10 s) and a
@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.workloads import main_for
-from quorumgate.workloads.kafka import find_kafka, kafka_spec, report_table
+from quorumgate_testbed.workloads.kafka import find_kafka, kafka_spec, report_table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,7 @@ update domain, under quorumgate, acknowledge-on-sight and never-acknowledge, sid
 
 Each strategy gets a fresh stack (IMDS emulator, agents, coordinators for quorumgate) and
 a fresh 3-member Patroni cluster on vm-0..vm-2 (one per UD) with a continuous write load
-(quorumgate/workloads/patroni.py). The platform walks the 3 UDs one after the other with
+(quorumgate_testbed.workloads.patroni). The platform walks the 3 UDs one after the other with
 Azure's 15-minute Reboot notice; the clock runs at x15 (Patroni runs in real time) and a
 reboot keeps a VM down 225 virtual seconds (15 s real, more than Patroni's ttl of 10 s).
 
@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from quorumgate.rollout import Summary, rollout_stack
-from quorumgate.workloads.patroni import find_patroni, patroni_spec, report_table
-from quorumgate.zkserver import ZooKeeperServer, find_zookeeper
+from quorumgate_testbed.rollout import Summary, rollout_stack
+from quorumgate_testbed.workloads.patroni import find_patroni, patroni_spec, report_table
+from quorumgate_testbed.zkserver import ZooKeeperServer, find_zookeeper
 
 STRATEGIES = ("quorumgate", "ack-on-sight", "never-ack")
 OUT = Path(__file__).resolve().parent / "out" / "patroni.json"

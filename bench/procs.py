@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
-from quorumgate.zkserver import ZooKeeperServer, four_letter_word
+from quorumgate_testbed.procs import CoordinatorProcess
+from quorumgate_testbed.zkserver import ZooKeeperServer, four_letter_word
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-viewer-token"
@@ -56,87 +51,18 @@ def memory(pid: int) -> dict[str, int]:
     return out
 
 
-class CoordinatorProcess:
-    """`quorumgate coordinator` (the real entry point: node + REST API) as a child."""
-
-    def __init__(self, hosts: str, cluster: str, resync_s: float = 1.0,
-                 log_level: str = "WARNING") -> None:
-        self.cmd = [sys.executable, "-c", "import sys; from coordinator.main import main; "
-                    "sys.exit(main())",
-                    "--cluster", cluster, "--zk-hosts", hosts, "--port", "0",
-                    "--identity", f"bench-{cluster}", "--token", f"{TOKEN}:viewer",
-                    "--resync", str(resync_s), "--log-level", log_level]
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.log: list[str] = []
-
-    def start(self, timeout: float = 60.0) -> CoordinatorProcess:
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        found = threading.Event()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.log.append(line.rstrip())
-                del self.log[:-200]
-                match = re.search(r"listening on (https?://\S+)", line)
-                if match and not found.is_set():
-                    self.url = match.group(1)
-                    found.set()
-
-        threading.Thread(target=read, daemon=True, name="coordinator-log").start()
-        if not found.wait(timeout):
-            self.stop()
-            raise RuntimeError("coordinator did not start:\n" + "\n".join(self.log[-20:]))
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0, trust_env=False,
-                            headers={"Authorization": f"Bearer {TOKEN}"})
-
-    def wait_mirrored(self, vms: int, groups: int, timeout: float = 120.0) -> dict:
-        """Until it leads and its mirror holds every registration and group."""
-        deadline = time.monotonic() + timeout
-        status: dict = {}
-        with self.client() as http:
-            while time.monotonic() < deadline:
-                try:
-                    status = http.get("/v1/status").json()
-                except httpx.HTTPError:
-                    status = {}
-                if (status.get("is_leader") and status.get("live_vms") == vms
-                        and status.get("groups") == groups):
-                    return status
-                time.sleep(0.2)
-        raise TimeoutError(f"coordinator mirror incomplete: {status}")
-
-    def metrics(self) -> dict[str, float]:
-        with httpx.Client(base_url=self.url, timeout=30.0, trust_env=False) as http:
-            text = http.get("/metrics").text
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("#") or " " not in line:
-                continue
-            key, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                out[key] = float(value)
-        return out
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+def coordinator(hosts: str, cluster: str, workdir: Path, resync_s: float = 1.0,
+                log_level: str = "WARNING", extra: tuple[str, ...] = ()) -> CoordinatorProcess:
+    """A started `quorumgate coordinator` for the benchmarks (the test bed's one helper),
+    listening, with a viewer token (`TOKEN`)."""
+    proc = CoordinatorProcess(
+        f"bench-{cluster}", ["--cluster", cluster, "--zk-hosts", hosts, "--port", "0",
+                             "--token", f"{TOKEN}:viewer", "--resync", str(resync_s),
+                             "--log-level", log_level, *extra],
+        workdir, skewable=False)
+    proc.start()
+    proc.wait_url()
+    return proc
 
 
 # ---------------------------------------------------------------- sampling profiles

@@ -44,6 +44,7 @@ from bench.procs import (
     pyspy_record,
     zookeeper,
 )
+from bench.procs import coordinator as start_coordinator
 from bench.zkload import EventCycles, Registrations, populate
 from registry.layout import Layout
 from registry.zk import make_client
@@ -108,16 +109,16 @@ def coordinator_size(hosts: str, n: int, events: int, api_seconds: float | None,
     admin = make_client(hosts)
     admin.start(timeout=15)
     regs = Registrations(hosts, layout, n, UDS)
-    coordinator = CoordinatorProcess(hosts, cluster, resync_s=1.0)
+    coordinator: CoordinatorProcess | None = None
     row: dict[str, Any] = {"vms": n, "events": events}
     try:
         t = time.perf_counter()
         row["groups"] = populate(admin, layout, n)
         regs.start()
         row["populate_s"] = time.perf_counter() - t
-        coordinator.start()
+        coordinator = start_coordinator(hosts, cluster, profile_dir, resync_s=1.0)
         t = time.perf_counter()
-        coordinator.wait_mirrored(n, row["groups"], timeout=300)
+        coordinator.wait_mirrored(n, row["groups"], TOKEN, timeout=300)
         row["mirror_s"] = time.perf_counter() - t
         row["rss_idle_kib"] = memory(coordinator.pid)["VmRSS"]
         spy_out = profile_dir / f"passes-{n}.txt"
@@ -146,7 +147,8 @@ def coordinator_size(hosts: str, n: int, events: int, api_seconds: float | None,
             row["api"], row["api_profile"] = api_load(coordinator, api_seconds,
                                                       profile_dir / f"api-topology-{n}.txt")
     finally:
-        coordinator.stop()
+        if coordinator is not None:
+            coordinator.stop()
         regs.stop()
         admin.stop()
         admin.close()

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from quorumgate.rollout import RolloutSpec, Summary, rollout_stack
-from quorumgate.zkserver import ZooKeeperServer, find_zookeeper
+from quorumgate_testbed.rollout import RolloutSpec, Summary, rollout_stack
+from quorumgate_testbed.zkserver import ZooKeeperServer, find_zookeeper
 
 STRATEGIES = ("quorumgate", "ack-on-sight", "never-ack")
 OUT = Path(__file__).resolve().parent / "out"

@@ -14,10 +14,13 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agent.main", "per-VM daemon: IMDS -> ZooKeeper, drain hooks, acknowledgements"),
     "coordinator": ("coordinator.main", "leader-elected decision service with REST API"),
-    "imds-sim": ("imds_sim.cli", "Azure IMDS emulator serving many simulated VMs"),
-    "demo": ("quorumgate.demo", "local stack and a maintenance rollout"),
-    "chaos": ("quorumgate.chaos", "seeded nemesis against a real stack, with an outside checker"),
-    "zk": ("quorumgate.zkserver", "run a local ZooKeeper (standalone or ensemble)"),
+    # the test bed (`pip install ./testbed`): on one machine, never on a VM
+    "imds-sim": ("imds_sim.cli", "Azure IMDS emulator serving many simulated VMs [test bed]"),
+    "demo": ("quorumgate_testbed.demo", "local stack and a maintenance rollout [test bed]"),
+    "chaos": ("quorumgate_testbed.chaos",
+              "seeded nemesis against a real stack, with an outside checker [test bed]"),
+    "zk": ("quorumgate_testbed.zkserver",
+           "run a local ZooKeeper (standalone or ensemble) [test bed]"),
     "topology": ("quorumgate.topology",
                  "topology tools: HDFS rack script, Kubernetes labels, Cassandra rackdc"),
     # operator commands against the coordinator API (quorumgate/ctl.py)
@@ -43,6 +46,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "placement-audit": ("quorumgate.ctl:main_placement_audit",
                         "groups one UD or FD loss would break, with the fix"),
 }
+
+TESTBED = {"imds_sim", "quorumgate_testbed"}
+"""Top-level packages of the separate test-bed distribution."""
 
 
 def usage() -> str:
@@ -93,7 +99,15 @@ def dispatch(argv: list[str] | None = None) -> int:
         print(f"quorumgate: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, _, function = COMMANDS[name][0].partition(":")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in TESTBED:
+            raise
+        print(f"quorumgate {name}: part of the test bed, which is not installed here; "
+              "install it with `pip install ./testbed` from a checkout (`make demo` and "
+              "`make test` do)", file=sys.stderr)
+        return 2
     return int(getattr(module, function or "main")(rest) or 0)
 
 

@@ -4,7 +4,8 @@
 #   scripts/bootstrap.sh [--with FEATURE]...
 #
 # - .venv: created with python3.11 (or python3 >= 3.11) if missing; the project is
-#   installed `-e .[dev]` only when pyproject.toml changed since the last install.
+#   installed `-e .[dev,kafka]` and the test bed `-e testbed` only when a pyproject.toml
+#   changed since the last install.
 # - System packages, by feature. `zookeeper` is always wanted (skipped when ZK_HOSTS
 #   is set); `--with chromium`, `--with patroni` add more. A feature is installed with
 #   apt-get only when its check fails, as root (or with `sudo -n`) on Debian/Ubuntu.
@@ -67,7 +68,7 @@ known_feature() { declare -F "have_$1" >/dev/null && declare -F "packages_$1" >/
 
 # ---------------------------------------------------------------- jars (Maven Central)
 # `jars_FEATURE` prints "<cache name> <groupId:artifactId:version>..." for a feature that
-# needs jars. Keep these versions in step with quorumgate/workloads/jars.py.
+# needs jars. Keep these versions in step with testbed/quorumgate_testbed/workloads/jars.py.
 
 HADOOP_VERSION=3.5.0
 KAFKA_VERSION=4.4.0
@@ -216,11 +217,13 @@ ensure_venv() {
         "$python" -m venv "$VENV"
     fi
     local want have=""
-    want="$(cat "$ROOT/pyproject.toml" "$VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)"
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/testbed/pyproject.toml" "$VENV/pyvenv.cfg" \
+        | sha256sum | cut -d' ' -f1)"
     [[ -f "$STAMP" ]] && have="$(cat "$STAMP")"
     if [[ "$want" != "$have" ]]; then
-        say "installing the project into .venv (pyproject.toml changed)"
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${ROOT}[dev]"
+        say "installing the project and its test bed into .venv (a pyproject.toml changed)"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            -e "${ROOT}[dev,kafka]" -e "${ROOT}/testbed"
         echo "$want" >"$STAMP"
     fi
 }

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from quorumgate import netns
-from quorumgate.chaos import FAULTS, NETWORK_FAULTS, Chaos, ChaosSpec
-from quorumgate.zkserver import find_zookeeper
+from quorumgate_testbed import netns
+from quorumgate_testbed.chaos import FAULTS, NETWORK_FAULTS, Chaos, ChaosSpec
+from quorumgate_testbed.zkserver import find_zookeeper
 from tests.zk_fixtures import _unavailable
 
 

@@ -6,7 +6,7 @@ rule is tested in both directions.
 
 from __future__ import annotations
 
-from quorumgate.checker import (
+from quorumgate_testbed.checker import (
     INF,
     EventTruth,
     FaultWindow,

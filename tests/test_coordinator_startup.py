@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from quorumgate.zkserver import ZooKeeperServer
+from quorumgate_testbed.zkserver import ZooKeeperServer
 
 from .helpers import wait_until
 

@@ -98,7 +98,7 @@ def test_the_demos_cli_line_works_as_printed(api: Api) -> None:
                           text=True, timeout=60)
     assert done.returncode == 0, (line, done.stderr)
     assert "cluster:" in done.stdout
-    from quorumgate import rollout
+    from quorumgate_testbed import rollout
 
     source = Path(rollout.__file__).read_text()
     assert "{command_line()} status" in source

@@ -403,7 +403,7 @@ def test_dashboard_follows_a_real_rollout(zk_hosts: str, zk_cluster: str, browse
     import threading
 
     from coordinator.api import create_app
-    from quorumgate.rollout import GroupSpec, RolloutSpec, rollout_stack
+    from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, rollout_stack
     from tests.coordinator.test_api_support import serve_app
 
     spec = RolloutSpec(cluster={"vms": 4, "fds": 2, "uds": 2}, coordinators=1, speed=120,

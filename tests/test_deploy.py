@@ -916,7 +916,7 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
 
 
 def test_zoo_cfg_runs_a_three_node_ensemble(tmp_path: Path) -> None:
-    from quorumgate.zkserver import (
+    from quorumgate_testbed.zkserver import (
         ZooKeeperInstall,
         ZooKeeperNotFound,
         four_letter_word,

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quorumgate.rollout import RolloutSpec, rollout_stack
+from quorumgate_testbed.rollout import RolloutSpec, rollout_stack
 from registry.records import DecisionCode, DecisionState, Policy
 from tests.helpers import wait_until
 

@@ -1,4 +1,4 @@
-"""A real HDFS behind quorumgate (quorumgate/workloads/hdfs.py) and the `hdfs` provider.
+"""A real HDFS behind quorumgate (quorumgate_testbed.workloads.hdfs) and the `hdfs` provider.
 
 The end-to-end test rolls maintenance over the three update domains of six DataNode VMs
 (Apache Hadoop 3.5.0's own NameNode and DataNodes as separate JVMs, replication 3, racks
@@ -34,9 +34,9 @@ from coordinator.providers import (
     member_vm,
     replica_set_name,
 )
-from quorumgate.rollout import rollout_stack
-from quorumgate.workloads import jvm
-from quorumgate.workloads.hdfs import (
+from quorumgate_testbed.rollout import rollout_stack
+from quorumgate_testbed.workloads import jvm
+from quorumgate_testbed.workloads.hdfs import (
     DRAIN_HOOK,
     RESTORE_HOOK,
     HdfsWorkload,

@@ -1,4 +1,4 @@
-"""A real Kafka behind quorumgate (quorumgate/workloads/kafka.py) and the `kafka` provider.
+"""A real Kafka behind quorumgate (quorumgate_testbed.workloads.kafka) and the `kafka` provider.
 
 The end-to-end test rolls maintenance over the three update domains of a 3-broker KRaft
 cluster (Apache Kafka 4.4.0's own brokers as JVMs, `broker.rack` from quorumgate's
@@ -24,9 +24,9 @@ from kazoo.client import KazooClient
 
 from coordinator import providers
 from coordinator.providers import ProviderConfig, kafka_groups
-from quorumgate.rollout import rollout_stack
-from quorumgate.workloads import jvm
-from quorumgate.workloads.kafka import KafkaLoad, KafkaWorkload, find_kafka, kafka_spec
+from quorumgate_testbed.rollout import rollout_stack
+from quorumgate_testbed.workloads import jvm
+from quorumgate_testbed.workloads.kafka import KafkaLoad, KafkaWorkload, find_kafka, kafka_spec
 from registry.records import Group
 
 

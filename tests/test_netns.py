@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from quorumgate import netns
+from quorumgate_testbed import netns
 
 # classic BPF: ldh [12]; jeq #0x800; ld [30]; jeq #10.1.2.3 -> match; ret #0; ret #-1
 ONE_DESTINATION = "6,40 0 0 12,21 0 2 2048,32 0 0 30,21 1 0 167838211,6 0 0 0,6 0 0 4294967295"
@@ -84,7 +84,7 @@ def test_partitions_are_directional_and_the_lab_cleans_up(tmp_path: Path) -> Non
 def test_a_lab_left_by_a_killed_run_is_removed_by_the_next() -> None:
     if problem := netns.problem():
         pytest.skip(problem)
-    code = ("from quorumgate import netns; import os, sys\n"
+    code = ("from quorumgate_testbed import netns; import os, sys\n"
             "lab = netns.NetLab().start(); lab.add('x')\n"
             "print(lab.prefix, flush=True); os.kill(os.getpid(), 9)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

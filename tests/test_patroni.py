@@ -1,4 +1,4 @@
-"""A real Patroni/PostgreSQL cluster behind quorumgate (quorumgate/workloads/patroni.py).
+"""A real Patroni/PostgreSQL cluster behind quorumgate (quorumgate_testbed.workloads.patroni).
 
 The end-to-end test rolls maintenance over the three update domains of the Patroni
 members (the real stack: IMDS emulator, agents, two coordinators, ZooKeeper; Patroni's
@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
-from quorumgate.rollout import rollout_stack
-from quorumgate.workloads.loadgen import analyze
-from quorumgate.workloads.patroni import (
+from quorumgate_testbed.rollout import rollout_stack
+from quorumgate_testbed.workloads.loadgen import analyze
+from quorumgate_testbed.workloads.patroni import (
     PatroniWorkload,
     classify_leader_changes,
     find_patroni,
@@ -121,7 +121,7 @@ def test_agent_settings_wire_the_deploy_hooks() -> None:
     assert f"PATRONI_URL=http://127.0.0.1:{member.api_port}" in drain
     restore = settings["restore_hook"]["command"]
     assert any(part.endswith("deploy/hooks/patroni-restore.sh") for part in restore)
-    assert "quorumgate.workloads.pgcheck" in restore
+    assert "quorumgate_testbed.workloads.pgcheck" in restore
     assert workload.agent_settings("vm-5") == {}
     provider = workload.provider()
     assert provider.path == f"/service/{workload.scope}/members"

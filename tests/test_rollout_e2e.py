@@ -6,7 +6,7 @@ reports), not the coordinator's own bookkeeping.
 
 from __future__ import annotations
 
-from quorumgate.rollout import GroupSpec, RolloutSpec, rollout_stack
+from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, rollout_stack
 
 
 def test_sequential_rollout_is_safe_and_fast(zk_hosts: str, zk_cluster: str) -> None:

@@ -19,7 +19,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, SessionExpiredError
 from kazoo.protocol.states import WatchedEvent
 
-from quorumgate.zkserver import ZooKeeperEnsemble, ZooKeeperServer, server_mode
+from quorumgate_testbed.zkserver import ZooKeeperEnsemble, ZooKeeperServer, server_mode
 from registry.layout import Layout
 
 from .helpers import expire_session, wait_until

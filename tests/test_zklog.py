@@ -6,8 +6,8 @@ import time
 
 from kazoo.client import KazooClient
 
-from quorumgate import zklog
-from quorumgate.zkserver import ZooKeeperServer
+from quorumgate_testbed import zklog
+from quorumgate_testbed.zkserver import ZooKeeperServer
 
 
 def test_committed_writes_come_back_with_zookeepers_time(zk_server: ZooKeeperServer) -> None:

@@ -2,7 +2,7 @@
 
 1. `ZK_HOSTS` (e.g. `127.0.0.1:2181`): an existing ZooKeeper, used as is.
 2. Debian's `zookeeper` package: a local `QuorumPeerMain` on free loopback ports with a
-   temporary data dir (see `quorumgate.zkserver`); `scripts/bootstrap.sh` installs it.
+   temporary data dir (see `quorumgate_testbed.zkserver`); `scripts/bootstrap.sh` installs it.
 3. A Docker engine: testcontainers' generic container with the `zookeeper` image.
 
 With none of them a test that needs ZooKeeper is skipped, except under CI (`CI` set),
@@ -26,7 +26,7 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 
-from quorumgate.zkserver import (
+from quorumgate_testbed.zkserver import (
     ZooKeeperEnsemble,
     ZooKeeperError,
     ZooKeeperServer,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from coordinator.placement import PlacementError, PlacementRequest, audit, place
 from coordinator.safety import VMView
-from quorumgate.rollout import demo_groups
+from quorumgate_testbed.rollout import demo_groups
 from registry.records import Group
 from tests.coordinator.builders import grid
 

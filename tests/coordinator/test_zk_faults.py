@@ -10,7 +10,7 @@ from kazoo.client import KazooClient
 from coordinator.config import CoordinatorConfig
 from coordinator.node import CoordinatorNode
 from coordinator.store import ensure_layout
-from quorumgate.zkserver import ZooKeeperEnsemble, ZooKeeperServer
+from quorumgate_testbed.zkserver import ZooKeeperEnsemble, ZooKeeperServer
 from registry.codec import encode
 from registry.layout import Layout
 from registry.records import DecisionState, Group

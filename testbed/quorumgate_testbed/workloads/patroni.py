@@ -19,7 +19,7 @@ What ties it to quorumgate:
   switchover through Patroni's REST API to a healthy replica outside the event's VMs,
   then wait until this member is a replica); the restore hook is
   deploy/hooks/patroni-restore.sh (back, running, on the leader's timeline, lag under
-  `max_lag_bytes`) followed by `quorumgate.workloads.pgcheck` (the leader sees it
+  `max_lag_bytes`) followed by `quorumgate_testbed.workloads.pgcheck` (the leader sees it
   *streaming* with replay lag under the same limit — Patroni 3.0 reports no streaming
   state). Their output is kept in `<dir>/hooks-<vm>.log`.
 - **Load**: `loadgen.WriteLoad` commits numbered rows through the current leader for the
@@ -68,16 +68,16 @@ import psycopg
 import yaml
 
 from coordinator.providers import ProviderConfig
-from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
-from quorumgate.workloads.loadgen import WriteLoad, create_table, multi_host_dsn
-from quorumgate.zkserver import free_ports
+from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, Workload
+from quorumgate_testbed.workloads.loadgen import WriteLoad, create_table, multi_host_dsn
+from quorumgate_testbed.zkserver import free_ports
 from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
-    from quorumgate.rollout import Rollout
+    from quorumgate_testbed.rollout import Rollout
 
 PATRONI = "/usr/bin/patroni"
-HOOKS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "hooks"
+HOOKS_DIR = Path(__file__).resolve().parents[3] / "deploy" / "hooks"
 DRAIN_HOOK = HOOKS_DIR / "patroni-switchover-drain.sh"
 RESTORE_HOOK = HOOKS_DIR / "patroni-restore.sh"
 INSTALL_HINT = "run `scripts/bootstrap.sh --with patroni` as root (Debian's patroni, postgresql)"
@@ -793,7 +793,7 @@ class PatroniWorkload(Workload):
         both = 'set -o pipefail; { "$1" && shift && "$@"; } 2>&1 | tee -a "$QG_HOOK_LOG"'
         restore = [*env, "PATRONI_WAIT_S=120", f"QG_PG_DSN={self.cluster.dsn}",
                    "bash", "-c", both, "patroni-restore", str(RESTORE_HOOK),
-                   sys.executable, "-m", "quorumgate.workloads.pgcheck", "--member", vm,
+                   sys.executable, "-m", "quorumgate_testbed.workloads.pgcheck", "--member", vm,
                    "--port", str(member.pg_port), "--timeout", "60",
                    "--max-lag-bytes", str(self.cluster.max_lag_bytes)]
         return {"drain_hook": {"command": drain, "timeout_s": 120},

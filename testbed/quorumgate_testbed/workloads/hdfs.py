@@ -1,7 +1,7 @@
 """A real HDFS behind quorumgate: a NameNode, one DataNode per simulated VM, a client.
 
 Apache Hadoop 3.5.0's own daemons (`hadoop-hdfs`, from Maven Central into
-`.cache/jars`, see `quorumgate.workloads.jvm`) run as separate JVMs:
+`.cache/jars`, see `quorumgate_testbed.workloads.jvm`) run as separate JVMs:
 
 - one **NameNode** (not on a simulated VM: it stands for the highly available pair a
   real cluster has), with `CombinedHostFileManager` and a JSON `dfs.hosts` file naming
@@ -57,16 +57,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from coordinator.providers import ProviderConfig
-from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
-from quorumgate.workloads import jvm
-from quorumgate.zkserver import free_ports
+from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, Workload
+from quorumgate_testbed.workloads import jvm
+from quorumgate_testbed.zkserver import free_ports
 from registry.records import Policy
 from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
-    from quorumgate.rollout import Rollout
+    from quorumgate_testbed.rollout import Rollout
 
-HOOKS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "hooks"
+HOOKS_DIR = Path(__file__).resolve().parents[3] / "deploy" / "hooks"
 DRAIN_HOOK = HOOKS_DIR / "hdfs-datanode-drain.sh"
 RESTORE_HOOK = HOOKS_DIR / "hdfs-datanode-restore.sh"
 BLOCK_SIZE = 1024 * 1024

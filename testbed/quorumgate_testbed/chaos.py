@@ -1,8 +1,8 @@
 """`quorumgate chaos`: a seeded nemesis against a real running stack, judged from outside.
 
 The stack: a real 3-node ZooKeeper ensemble, coordinator replicas and one process per
-simulated VM (its agent runs there; see `quorumgate.procs`), each in its own network
-namespace when the machine allows it (root and iproute2; see `quorumgate.netns`), and
+simulated VM (its agent runs there; see `quorumgate_testbed.procs`), each in its own network
+namespace when the machine allows it (root and iproute2; see `quorumgate_testbed.netns`), and
 the IMDS emulator on a fast virtual clock. The platform keeps scheduling maintenance:
 events for one update domain or a few of its VMs, several in flight, Azure's notice, and
 now and then an event it reshapes (cancelled, started at once, spanning two update
@@ -20,7 +20,7 @@ errors, failing and hanging drain hooks, stale and malformed records. Every faul
 from the harness's main thread; crashed processes come back as a supervisor (systemd)
 would bring them back, and ZooKeeper is whole again before the next ZooKeeper fault.
 
-The checker (`quorumgate.checker`) trusts no coordinator: from the emulator's account
+The checker (`quorumgate_testbed.checker`) trusts no coordinator: from the emulator's account
 (events, their causes, up/down times, every acknowledgement POST) and the hook journal
 it finds every moment an action of ours broke a group or the update-domain budget, every
 event with more than one POST, every event left unfinished, and classifies every event:
@@ -58,10 +58,10 @@ import httpx
 from coordinator.placement import PlacementError, PlacementRequest, place
 from coordinator.safety import VMView
 from coordinator.store import put_record
-from quorumgate import checker, netns, zklog
-from quorumgate.procs import CoordinatorProcess, RemoteAgent, VMHost
-from quorumgate.rollout import GroupSpec, Rollout, RolloutSpec, Workload, rollout_stack
-from quorumgate.zkserver import SERVING_MODES, ZooKeeperEnsemble
+from quorumgate_testbed import checker, netns, zklog
+from quorumgate_testbed.procs import CoordinatorProcess, RemoteAgent, VMHost
+from quorumgate_testbed.rollout import GroupSpec, Rollout, RolloutSpec, Workload, rollout_stack
+from quorumgate_testbed.zkserver import SERVING_MODES, ZooKeeperEnsemble
 from registry.codec import decode, encode
 from registry.records import DecisionState, Group, PlatformEvent, PlatformStatus, Policy
 from registry.zk import make_client

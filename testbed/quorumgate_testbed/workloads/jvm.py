@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("QG_JARS_CACHE", ROOT / ".cache" / "jars"))
 HADOOP_VERSION = "3.5.0"
 KAFKA_VERSION = "4.4.0"

@@ -6,10 +6,10 @@ What it reads, and only that:
   it was created, its NotBefore, when and why it started (`ack`: our acknowledgement;
   `not_before`: the platform's deadline; `immediate`: no notice at all), when its VMs
   went down and came back, and every acknowledgement POST it received;
-- the workload's own account (the hook journal, `quorumgate.rollout.HookJournal`): when
+- the workload's own account (the hook journal, `quorumgate_testbed.rollout.HookJournal`): when
   each drain hook started on a VM and when a restore hook finished successfully, in the
   machine's real time, written by the hook process itself;
-- when available, ZooKeeper's own transaction logs (`quorumgate.zklog`): when each drain
+- when available, ZooKeeper's own transaction logs (`quorumgate_testbed.zklog`): when each drain
   request and each acknowledgement claim was committed, in ZooKeeper's time (the moment
   we decided, which the hook or the POST may follow late);
 - the replica groups the run defined, with the times it changed them, and the faults the

@@ -11,7 +11,7 @@ with its own IMDS base URL and ZooKeeper session), coordinator replicas, and:
   UDs at once), each with Azure's notice;
 - a **hook journal**: every drain and restore hook is wrapped so that the hook process
   itself appends when it started and ended (the machine's real time) to a per-VM file;
-- a **checker** (`quorumgate.checker`) that trusts neither the coordinator nor its
+- a **checker** (`quorumgate_testbed.checker`) that trusts neither the coordinator nor its
   records nor the timing of any poll: from the emulator's account of when each VM was
   down and why (acknowledged or NotBefore) and the hook journal, it finds every moment
   our action left a group below `min_available` or took too many update domains.
@@ -42,7 +42,7 @@ from coordinator.node import CoordinatorNode
 from coordinator.providers import ProviderConfig
 from coordinator.store import ensure_layout, put_policy, put_record
 from imds_sim.testing import Emulator, running_emulator
-from quorumgate import checker, zklog
+from quorumgate_testbed import checker, zklog
 from registry.clock import VirtualClock
 from registry.codec import decode
 from registry.layout import Layout
@@ -659,5 +659,5 @@ class Rollout:
 
     def violations(self, started: float) -> list[str]:
         """Moments our action left a group below min_available or took too many update
-        domains, judged from ground truth (`quorumgate.checker`)."""
+        domains, judged from ground truth (`quorumgate_testbed.checker`)."""
         return [v.text for v in checker.safety_violations(self.truth(started), self.rules())]

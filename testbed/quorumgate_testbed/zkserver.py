@@ -280,7 +280,7 @@ class ZooKeeperServer:
     peer_hosts: dict[int, str] = field(default_factory=dict)
     """Per server id, the address its quorum ports listen on (default: `host`)."""
     netns: str | None = None
-    """Run the JVM in this network namespace (`ip netns exec`; see quorumgate.netns)."""
+    """Run the JVM in this network namespace (`ip netns exec`; see quorumgate_testbed.netns)."""
     jvm_flags: tuple[str, ...] = ()
     """More JVM options, e.g. `-Dzookeeper.preAllocSize=1024` (KB) for a small disk."""
 

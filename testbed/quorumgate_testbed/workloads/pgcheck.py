@@ -1,4 +1,4 @@
-"""`python -m quorumgate.workloads.pgcheck`: wait until a Patroni member streams again.
+"""`python -m quorumgate_testbed.workloads.pgcheck`: wait until a Patroni member streams again.
 
 The second half of the Patroni workload's restore hook (after
 deploy/hooks/patroni-restore.sh, which checks role, state, lag and timeline from
@@ -8,7 +8,7 @@ when the leader's `pg_stat_replication` shows it (`application_name` = the membe
 `streaming` with a replay lag of at most `--max-lag-bytes`.
 
     QG_PG_DSN="host=... target_session_attrs=read-write ..." \\
-        python -m quorumgate.workloads.pgcheck --member vm-0 --port 5433
+        python -m quorumgate_testbed.workloads.pgcheck --member vm-0 --port 5433
 
 Exit codes: 0 ready; 6 not ready within `--timeout`. Progress goes to stderr.
 Imports psycopg only (it runs once per restore, it must start fast).
@@ -52,7 +52,7 @@ def member_state(member: str, member_dsn: str, leader_dsn: str, max_lag: int) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quorumgate.workloads.pgcheck",
+    parser = argparse.ArgumentParser(prog="python -m quorumgate_testbed.workloads.pgcheck",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--member", required=True, help="the member's name (application_name)")
     parser.add_argument("--port", type=int, required=True, help="the member's PostgreSQL port")

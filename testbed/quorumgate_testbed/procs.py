@@ -14,8 +14,8 @@ Both kinds can have their clock skewed at run time: a `SkewClock` adds an offset
 run's virtual clock (the VM host takes `skew SECONDS` on its stdin, a coordinator reads
 its skew file).
 
-`python -m quorumgate.procs vmhost --config FILE` and
-`python -m quorumgate.procs coordinator --skew-file FILE COORDINATOR-FLAGS...` are the
+`python -m quorumgate_testbed.procs vmhost --config FILE` and
+`python -m quorumgate_testbed.procs coordinator --skew-file FILE COORDINATOR-FLAGS...` are the
 two entry points; the classes below start and drive them from the harness.
 """
 
@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from quorumgate.zkserver import spawn
+import httpx
+
+from quorumgate_testbed.zkserver import spawn
 from registry.clock import Clock, parse_clock
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class SkewClock:
 
 
 def _vmhost(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="quorumgate.procs vmhost")
+    parser = argparse.ArgumentParser(prog="quorumgate_testbed.procs vmhost")
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args(argv)
     from agent.config import build
@@ -162,7 +164,7 @@ def _coordinator(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in ("vmhost", "coordinator"):
-        print("usage: python -m quorumgate.procs vmhost|coordinator ...", file=sys.stderr)
+        print("usage: python -m quorumgate_testbed.procs vmhost|coordinator ...", file=sys.stderr)
         return 2
     return (_vmhost if args[0] == "vmhost" else _coordinator)(args[1:])
 
@@ -238,17 +240,23 @@ class Child:
 
 
 class CoordinatorProcess(Child):
-    """`quorumgate coordinator` with a skewable clock, found by its `listening on` line."""
+    """`quorumgate coordinator` as a child process, found by its `listening on` line.
 
-    def __init__(self, index: int, args: list[str], workdir: Path,
-                 prefix: list[str] | None = None) -> None:
-        self.identity = f"coordinator-{index}"
-        self.skew_file = workdir / f"{self.identity}.skew"
-        self.skew_file.write_text("0\n")
-        super().__init__(self.identity,
-                         [sys.executable, "-m", "quorumgate.procs", "coordinator",
-                          "--skew-file", str(self.skew_file), "--identity", self.identity,
-                          *args],
+    The one coordinator-process helper: the chaos run skews its clock (a skew file it
+    follows), the benchmarks measure it (pid, metrics, mirror completeness)."""
+
+    def __init__(self, identity: str | int, args: list[str], workdir: Path,
+                 prefix: list[str] | None = None, skewable: bool = True) -> None:
+        self.identity = identity if isinstance(identity, str) else f"coordinator-{identity}"
+        self.skew_file: Path | None = None
+        # unskewed, it is exactly the product's entry point (what the benchmarks measure)
+        entry = [sys.executable, "-m", "quorumgate.cli", "coordinator"]
+        if skewable:
+            self.skew_file = workdir / f"{self.identity}.skew"
+            self.skew_file.write_text("0\n")
+            entry = [sys.executable, "-m", "quorumgate_testbed.procs", "coordinator",
+                     "--skew-file", str(self.skew_file)]
+        super().__init__(self.identity, [*entry, "--identity", self.identity, *args],
                          workdir / f"{self.identity}.log", prefix)
         self.url: str | None = None
         self.wanted = True
@@ -266,7 +274,60 @@ class CoordinatorProcess(Child):
                     break
         return self.url
 
+    def wait_url(self, timeout: float = 60.0) -> str:
+        """Its API's URL once it listens; raises with the log's tail if it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive:
+            if (url := self.find_url()) is not None:
+                return url
+            time.sleep(0.1)
+        tail = "\n".join(self.log_since_start().splitlines()[-20:])
+        self.stop()
+        raise RuntimeError(f"{self.identity} did not start:\n{tail}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def client(self, token: str | None = None, timeout: float = 30.0) -> httpx.Client:
+        assert self.url is not None, "not listening yet (wait_url)"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, trust_env=False,
+                            headers=headers)
+
+    def wait_mirrored(self, vms: int, groups: int, token: str | None = None,
+                      timeout: float = 120.0) -> dict[str, Any]:
+        """Until it leads and its mirror holds every registration and group."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        with self.client(token) as http:
+            while time.monotonic() < deadline:
+                try:
+                    status = http.get("/v1/status").json()
+                except httpx.HTTPError:
+                    status = {}
+                if (status.get("is_leader") and status.get("live_vms") == vms
+                        and status.get("groups") == groups):
+                    return status
+                time.sleep(0.2)
+        raise TimeoutError(f"coordinator mirror incomplete: {status}")
+
+    def metrics(self) -> dict[str, float]:
+        """Its Prometheus samples by name and labels."""
+        with self.client() as http:
+            text = http.get("/metrics").text
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            key, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[key] = float(value)
+        return out
+
     def skew(self, seconds: float) -> None:
+        assert self.skew_file is not None, "started without a skew file"
         tmp = self.skew_file.with_suffix(".tmp")
         tmp.write_text(f"{seconds}\n")
         tmp.replace(self.skew_file)
@@ -280,7 +341,7 @@ class VMHost(Child):
         self.vm = vm
         self.config_path = workdir / f"{vm}.agent.json"
         self.config_path.write_text(json.dumps(config))
-        super().__init__(vm, [sys.executable, "-m", "quorumgate.procs", "vmhost",
+        super().__init__(vm, [sys.executable, "-m", "quorumgate_testbed.procs", "vmhost",
                               "--config", str(self.config_path)],
                          workdir / f"{vm}.log", prefix)
         self.generation = 0

@@ -7,9 +7,9 @@ and two coordinator replicas. Then the platform walks the update domains one by 
 a virtual clock; the terminal shows each event's drains, approval, acknowledgement,
 reboot and restore, and the holds with their reasons; finally a summary table.
 `--workload patroni` puts a real Patroni/PostgreSQL cluster on three of the VMs
-(quorumgate/workloads/patroni.py) and reports lost writes, outages and failovers;
+(testbed/quorumgate_testbed/workloads/patroni.py) and reports lost writes, outages and failovers;
 `--workload hdfs` and `--workload kafka` run real Hadoop and Kafka daemons
-(quorumgate/workloads/hdfs.py, kafka.py) and print their figures as a table
+(testbed/quorumgate_testbed/workloads/hdfs.py, kafka.py) and print their figures as a table
 (`--compare`: ack-on-sight and never-ack beside quorumgate).
 Everything it starts it stops on the way out.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from quorumgate.zkserver import ZooKeeperError, ZooKeeperServer, find_zookeeper, server_mode
+from quorumgate_testbed.zkserver import ZooKeeperError, ZooKeeperServer, find_zookeeper, server_mode
 from registry.zookeeper import KazooClient
 
 IMDS_API = "2021-02-01"
@@ -158,8 +158,8 @@ def workload_lines(report: dict[str, Any]) -> str:
 
 def compare(workload: str, hosts: str, speed: float, say: Any) -> dict[str, Any]:
     """The same rollout under ack-on-sight and never-ack, each on a fresh stack."""
-    from quorumgate.rollout import rollout_stack
-    from quorumgate.workloads import hdfs, kafka
+    from quorumgate_testbed.rollout import rollout_stack
+    from quorumgate_testbed.workloads import hdfs, kafka
 
     make = hdfs.hdfs_spec if workload == "hdfs" else kafka.kafka_spec
     rows = {}
@@ -176,7 +176,7 @@ def compare(workload: str, hosts: str, speed: float, say: Any) -> dict[str, Any]
 
 def side_by_side(workload: str, rows: dict[str, Any]) -> str:
     """The workload's figures, one line per strategy (`bench.hdfs`, `bench.kafka`)."""
-    from quorumgate.workloads import hdfs, kafka
+    from quorumgate_testbed.workloads import hdfs, kafka
 
     table = hdfs.report_table if workload == "hdfs" else kafka.report_table
     return table(rows)
@@ -184,7 +184,7 @@ def side_by_side(workload: str, rows: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from quorumgate.rollout import RolloutSpec, rollout_stack  # lazy: heavy imports
+    from quorumgate_testbed.rollout import RolloutSpec, rollout_stack  # lazy: heavy imports
 
     out = sys.stderr if args.json else sys.stdout
 
@@ -193,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handled: tuple[type[Exception], ...] = (DemoError, ZooKeeperError)
     if args.workload == "patroni":
-        from quorumgate.rollout import GroupSpec
-        from quorumgate.workloads.patroni import PatroniError, find_patroni, patroni_spec
+        from quorumgate_testbed.rollout import GroupSpec
+        from quorumgate_testbed.workloads.patroni import PatroniError, find_patroni, patroni_spec
 
         if problem := find_patroni():
             print(f"quorumgate demo: {problem}", file=sys.stderr)
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handled += (PatroniError,)
         spec.drain_command = f"sleep {args.drain_seconds / args.speed:.3f}"  # VMs 3-5
     elif args.workload in ("hdfs", "kafka"):
-        from quorumgate.workloads import hdfs, kafka
+        from quorumgate_testbed.workloads import hdfs, kafka
 
         module: Any = hdfs if args.workload == "hdfs" else kafka
         find = hdfs.find_hdfs if args.workload == "hdfs" else kafka.find_kafka

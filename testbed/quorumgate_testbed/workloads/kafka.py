@@ -2,7 +2,7 @@
 acks=all, a consumer that checks every acknowledged message arrives exactly once.
 
 Apache Kafka 4.4.0's own server (`kafka_2.13`, `kafka-tools`, from Maven Central into
-`.cache/jars`, see `quorumgate.workloads.jvm`):
+`.cache/jars`, see `quorumgate_testbed.workloads.jvm`):
 
 - **three brokers, one per update domain**, each a JVM in combined KRaft mode
   (`process.roles=broker,controller`, no ZooKeeper), on its own loopback address,
@@ -40,17 +40,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coordinator.providers import ProviderConfig
-from quorumgate.rollout import GroupSpec, RolloutSpec, Workload
-from quorumgate.workloads import jvm
-from quorumgate.workloads.hdfs import hook_logs, quorumgate_command, static_racks
-from quorumgate.zkserver import free_ports
+from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, Workload
+from quorumgate_testbed.workloads import jvm
+from quorumgate_testbed.workloads.hdfs import hook_logs, quorumgate_command, static_racks
+from quorumgate_testbed.zkserver import free_ports
 from registry.records import Policy
 from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
-    from quorumgate.rollout import Rollout
+    from quorumgate_testbed.rollout import Rollout
 
-HOOKS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "hooks"
+HOOKS_DIR = Path(__file__).resolve().parents[3] / "deploy" / "hooks"
 DRAIN_HOOK = HOOKS_DIR / "kafka-broker-drain.sh"
 RESTORE_HOOK = HOOKS_DIR / "kafka-broker-restore.sh"
 TOPIC = "qg-load"
