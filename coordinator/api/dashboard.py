@@ -27,7 +27,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from coordinator.api.auth import Caller, NodeDep, Viewer
@@ -39,13 +39,14 @@ from coordinator.api.derive import (
     VMRow,
     event_rows,
     group_rows,
+    topology_of,
     vm_rows,
 )
-from coordinator.api.derive import topology as grid
 from coordinator.api.models import StatusOut
 from coordinator.api.routes.admin import get_status
 from coordinator.api.routes.placement import PlacementAudit, placement_audit
 from coordinator.node import CoordinatorNode
+from coordinator.placement import MixedCluster
 
 router = APIRouter(tags=["dashboard"])
 
@@ -128,8 +129,11 @@ class DashboardOut(BaseModel):
     events_total: int
     groups: list[GroupRow]
     placement: list[PlacementAudit]
-    """The placement audit: groups whose placement one UD (or FD) loss would break, with
-    the fix; and, apart from it, their members down right now."""
+    """The placement audit: groups whose placement one maintenance-domain (or FD) loss
+    would break, with the fix; and, apart from it, their members down right now."""
+    placement_problem: str = Field(
+        "", description="why there is no placement audit: the cluster mixes deployments "
+                        "and the policy names no maintenance_domain")
 
 
 def snapshot(node: CoordinatorNode, caller: Caller) -> DashboardOut:
@@ -143,21 +147,24 @@ def snapshot(node: CoordinatorNode, caller: Caller) -> DashboardOut:
     keep = max(0, EVENTS_SHOWN - len(active))
     shown = active + (done[len(done) - keep:] if keep else [])
     client = node.client
+    try:
+        audit, audit_problem = placement_audit(view), ""
+    except MixedCluster as exc:
+        audit, audit_problem = [], str(exc)
     return DashboardOut(
         now=status.now, status=status,
         zookeeper=ZooKeeperOut(connected=status.connected, state=str(client.state),
                                hosts=node.config.zk_hosts,
                                session_timeout_s=node.config.zk_session_timeout_s,
                                mirror_ready=node.cache.ready),
-        topology=grid(rows), vms=rows, events=shown, events_total=len(events),
-        groups=group_rows(view),
-        placement=placement_audit(view))
+        topology=topology_of(view), vms=rows, events=shown, events_total=len(events),
+        groups=group_rows(view), placement=audit, placement_problem=audit_problem)
 
 
 @router.get("/v1/dashboard", response_model=DashboardOut,
             summary="Everything the dashboard shows, in one body")
 async def get_dashboard(node: NodeDep, caller: Viewer) -> DashboardOut:
-    """Status, ZooKeeper, the FD x UD grid, VMs, events (with their history), groups and
+    """Status, ZooKeeper, the maintenance-domain grid, VMs, events (with their history), groups and
     the placement audit, all from one view of this replica's mirror."""
     return await run_in_threadpool(snapshot, node, caller)
 

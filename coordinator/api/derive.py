@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from coordinator.metrics import at_risk, was_forced
 from coordinator.safety import Availability, Snapshot, Unreadable
 from coordinator.store import ClusterView
+from registry.domains import DomainMode, Where, domain_of, kind_of, resolve
 from registry.records import (
     AckRecord,
     Decision,
@@ -34,6 +35,7 @@ from registry.records import (
     Override,
     PlatformEvent,
     PlatformStatus,
+    VMPlacement,
 )
 
 S = DecisionState
@@ -121,7 +123,7 @@ class VMRow(BaseModel):
     name: str
     fd: int | None
     ud: int | None
-    zone: str = ""
+    zone: str = Field("", description="the availability zone IMDS reported (\"\" when none)")
     location: str = ""
     address: str = ""
     scale_set: str = ""
@@ -131,6 +133,23 @@ class VMRow(BaseModel):
     reserved_by: str | None = None
     """The event whose decision reserves this VM, if any."""
     drain: DrainRecord | None = None
+    kind: str = Field("availability set", description="how the VM was deployed, as far as "
+                      "IMDS tells: `zonal` (a zone), `flexible scale set` (a scale set "
+                      "without update domains) or `availability set`")
+    maintenance_domain: str | None = Field(
+        None, description="the VM's maintenance domain under the cluster's resolved unit "
+        "(see GET /v1/topology `maintenance_domain`): \"UD 3\" (availability sets), "
+        "\"zone 2\" (zonal), \"FD 1\" (Flexible scale sets); null when its VM did not "
+        "report it, or when the cluster mixes deployments and the policy names no unit")
+
+
+def where_of(info: VMPlacement) -> Where:
+    return Where(fd=info.fd, ud=info.ud, zone=info.zone, scale_set=info.scale_set)
+
+
+def placements(view: ClusterView) -> dict[str, VMPlacement]:
+    """Every known VM's placement: the live registration wins over the last known state."""
+    return {**view.vm_states, **view.registrations}
 
 
 def groups_by_vm(groups: Iterable[Group]) -> dict[str, list[str]]:
@@ -172,24 +191,36 @@ def per_view(fn: Callable[[ClusterView], T]) -> Callable[[ClusterView], T]:
 
 
 @per_view
+def cluster_domains(view: ClusterView) -> tuple[DomainMode | None, str]:
+    """The cluster's maintenance unit under its policy, resolved over every known VM as the
+    safety core resolves it; (None, why) for a cluster that mixes deployments."""
+    return resolve(view.policy.maintenance_domain,
+                   ((name, where_of(info)) for name, info in placements(view).items()))
+
+
+@per_view
 def vm_rows(view: ClusterView) -> list[VMRow]:
     """Every known VM (last known state ∪ live registrations), sorted by name."""
     regs, states = view.registrations, view.vm_states
     decisions, events, drains = view.decisions, view.events, view.drains
     member_of = groups_by_vm(view.groups.values())
     by_vm = decisions_by_vm(decisions)
+    mode, _ = cluster_domains(view)
     rows = []
     for name in sorted(set(regs) | set(states), key=natural_key):
         info = regs.get(name) or states[name]
         reserving = reserving_decision(name, decisions, events, by_vm)
         event = events.get(reserving.event_id) if reserving else None
         live = name in regs
+        where = where_of(info)
+        domain = domain_of(mode, where) if mode is not None else None
         rows.append(VMRow(
             name=name, fd=info.fd, ud=info.ud, zone=info.zone, location=info.location,
             address=info.address,
             scale_set=info.scale_set, live=live, groups=member_of.get(name, []),
             state=display_state(live, drains.get(name), reserving, event),
-            reserved_by=reserving.event_id if reserving else None, drain=drains.get(name)))
+            reserved_by=reserving.event_id if reserving else None, drain=drains.get(name),
+            kind=kind_of(where), maintenance_domain=str(domain) if domain else None))
     return rows
 
 
@@ -205,6 +236,14 @@ class Cell(BaseModel):
     vms: list[CellVM]
 
 
+class DomainCell(BaseModel):
+    row: str
+    """The row label: "FD 1" (or the scale set of a Flexible scale set)."""
+    column: str
+    """The maintenance domain: "UD 3", "zone 2", "FD 1"."""
+    vms: list[CellVM]
+
+
 class Topology(BaseModel):
     fds: list[int]
     uds: list[int]
@@ -212,9 +251,54 @@ class Topology(BaseModel):
     """Every (fd, ud) pair of the grid, row by row (fd, then ud); empty cells included."""
     unplaced: list[CellVM] = []
     """VMs without a known fault or update domain."""
+    maintenance_domain: DomainMode | None = Field(
+        None, description="the cluster's maintenance domain: update_domain (availability "
+        "sets), zone (zonal VMs) or fault_domain (regional Flexible scale sets), from the "
+        "policy or, when it says auto, from the VMs; null when the cluster mixes "
+        "deployments (see `maintenance_domain_problem`)")
+    maintenance_domain_policy: DomainMode = Field(
+        DomainMode.AUTO, description="the policy's `maintenance_domain` (auto or a unit)")
+    maintenance_domain_problem: str = Field(
+        "", description="why `maintenance_domain` is null: which VMs mix which deployments, "
+        "and what to set; every admission is held meanwhile")
+    columns: list[str] = Field(
+        default_factory=list, description="the domain grid's columns: the maintenance "
+        "domains (\"UD 3\", \"zone 2\", \"FD 1\"); in a mixed cluster each VM's own")
+    rows: list[str] = Field(
+        default_factory=list, description="the domain grid's rows: fault domains (\"FD 0\"; "
+        "in a zonal cluster a cell is that FD within the column's zone), or for a Flexible "
+        "scale set, whose columns are its FDs, the scale sets")
+    grid: list[DomainCell] = Field(
+        default_factory=list, description="every (row, column) cell of the domain grid, row "
+        "by row; empty cells included; a VM whose fault domain is unknown is in row \"FD ?\"")
+    grid_unplaced: list[CellVM] = Field(
+        default_factory=list, description="VMs without a known maintenance domain (no "
+                                          "column in the domain grid)")
 
 
-def topology(rows: Iterable[VMRow]) -> Topology:
+def _natural_mode(where: Where) -> DomainMode:
+    mode, _ = resolve(DomainMode.AUTO, [("", where)])
+    return mode or DomainMode.UPDATE_DOMAIN
+
+
+def _grid_place(row: VMRow, mode: DomainMode | None) -> tuple[str, str] | None:
+    """(row, column) of a VM in the domain grid ("FD ?" when only its fault domain is
+    unknown), or None when its maintenance domain is."""
+    where = Where(fd=row.fd, ud=row.ud, zone=row.zone, scale_set=row.scale_set)
+    unit = mode or _natural_mode(where)
+    column = domain_of(unit, where)
+    if column is None:
+        return None
+    if unit is DomainMode.FAULT_DOMAIN and mode is not None:
+        return (row.scale_set or "no scale set"), str(column)
+    return f"FD {row.fd if row.fd is not None else '?'}", str(column)
+
+
+def topology(rows: Iterable[VMRow], mode: DomainMode | None = DomainMode.UPDATE_DOMAIN,
+             problem: str = "", policy: DomainMode = DomainMode.AUTO) -> Topology:
+    """The FD x UD grid (`fds`, `uds`, `cells`: kept as it was) and the domain grid
+    (`columns` the maintenance domains of the resolved `mode`, `rows` the fault domains,
+    or the scale sets when the fault domains are the columns)."""
     rows = list(rows)
     placed = [r for r in rows if r.fd is not None and r.ud is not None]
     fds = sorted({r.fd for r in placed if r.fd is not None})
@@ -223,11 +307,34 @@ def topology(rows: Iterable[VMRow]) -> Topology:
     for r in placed:
         assert r.fd is not None and r.ud is not None
         grid[(r.fd, r.ud)].append(CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by))
+    where = {r.name: _grid_place(r, mode) for r in rows}
+    labels = [p for p in where.values() if p is not None]
+    row_labels = sorted({p[0] for p in labels}, key=natural_key)
+    columns = sorted({p[1] for p in labels}, key=natural_key)
+    domain_grid: dict[tuple[str, str], list[CellVM]] = {
+        (row, column): [] for row in row_labels for column in columns}
+    for r in rows:
+        if (at := where[r.name]) is not None:
+            domain_grid[at].append(CellVM(name=r.name, state=r.state,
+                                          reserved_by=r.reserved_by))
     return Topology(
         fds=fds, uds=uds,
         cells=[Cell(fd=fd, ud=ud, vms=vms) for (fd, ud), vms in grid.items()],
         unplaced=[CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by)
-                  for r in rows if r.fd is None or r.ud is None])
+                  for r in rows if r.fd is None or r.ud is None],
+        maintenance_domain=mode, maintenance_domain_policy=policy,
+        maintenance_domain_problem=problem, columns=columns, rows=row_labels,
+        grid=[DomainCell(row=row, column=column, vms=vms)
+              for (row, column), vms in domain_grid.items()],
+        grid_unplaced=[CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by)
+                       for r in rows if where[r.name] is None])
+
+
+@per_view
+def topology_of(view: ClusterView) -> Topology:
+    """The grids of GET /v1/topology and the dashboard, under the cluster's policy."""
+    mode, problem = cluster_domains(view)
+    return topology(vm_rows(view), mode, problem, view.policy.maintenance_domain)
 
 
 # ---------------------------------------------------------------- groups

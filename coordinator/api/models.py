@@ -6,6 +6,7 @@ from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
+from registry.domains import DomainMode
 from registry.records import Group, MinAvailable, Name, Policy
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
@@ -127,6 +128,13 @@ class StatusOut(BaseModel):
     """A misconfiguration that keeps this replica unready (see /readyz)."""
     version: str = ""
     """This replica's quorumgate version."""
+    maintenance_domain: DomainMode | None = Field(
+        None, description="the cluster's maintenance domain (what max_concurrent_uds "
+        "counts, what placement spreads over): update_domain, zone or fault_domain; null "
+        "when the cluster mixes deployments and the policy names no unit")
+    maintenance_domain_problem: str = Field(
+        "", description="why `maintenance_domain` is null (every admission is held "
+                        "meanwhile): the VMs that mix deployments and what to set")
 
 
 class ReadyOut(BaseModel):

@@ -141,11 +141,19 @@ def test_reads_reflect_zookeeper(follower: Api, zk: KazooClient, cluster: Layout
     assert vms["vm-0"]["drain"] is None and vms["vm-1"]["drain"]["status"] == "drained"
     assert (vms["vm-0"]["fd"], vms["vm-0"]["ud"], vms["vm-0"]["groups"]) == (0, 0, ["g"])
     assert vms["vm-4"]["address"] == "10.0.0.1"
+    # an availability set: the update domain is the maintenance domain
+    assert (vms["vm-4"]["kind"], vms["vm-4"]["maintenance_domain"]) == ("availability set",
+                                                                       "UD 1")
+    assert vms["vm-5"]["maintenance_domain"] == "UD 2" and vms["vm-5"]["zone"] == ""
 
     topo = c.get("/v1/topology").raise_for_status().json()
     assert topo["fds"] == [0, 1] and topo["uds"] == [0, 1, 2] and len(topo["cells"]) == 6
     cell = next(x for x in topo["cells"] if (x["fd"], x["ud"]) == (1, 0))
     assert cell["vms"] == [{"name": "vm-3", "state": "rebooting", "reserved_by": "E-start"}]
+    assert topo["maintenance_domain"] == "update_domain"
+    assert topo["columns"] == ["UD 0", "UD 1", "UD 2"] and topo["rows"] == ["FD 0", "FD 1"]
+    same = next(x for x in topo["grid"] if (x["row"], x["column"]) == ("FD 1", "UD 0"))
+    assert same["vms"] == cell["vms"]
 
     groups = c.get("/v1/groups").raise_for_status().json()
     assert [g["name"] for g in groups] == ["g"]
@@ -171,6 +179,8 @@ def test_reads_reflect_zookeeper(follower: Api, zk: KazooClient, cluster: Layout
     assert status["counts"]["started"] == 1 and status["counts"]["restored"] == 1
     assert (status["vms"], status["live_vms"], status["groups_below_min"]) == (6, 4, 1)
     assert status["active_events"] == 2 and status["paused"] is False
+    assert status["maintenance_domain"] == "update_domain"
+    assert status["maintenance_domain_problem"] == ""
 
     policy = c.get("/v1/policy")
     assert policy.json()["version"] == -1 and policy.headers["etag"] == '"-1"'

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from coordinator.api.auth import NodeDep, Operator, Viewer
 from coordinator.api.deps import Connected, View
-from coordinator.api.derive import event_rows, group_rows, state_counts
+from coordinator.api.derive import cluster_domains, event_rows, group_rows, state_counts
 from coordinator.api.models import (
     LastPass,
     OptionalReasonIn,
@@ -157,6 +157,7 @@ def get_status(node: NodeDep, view: View, _: Viewer) -> StatusOut:
     decisions = view.decisions
     groups = group_rows(view)
     regs = view.registrations
+    domains = cluster_domains(view)
     return StatusOut(
         identity=node.config.identity, cluster=node.config.cluster, leader=leader,
         is_leader=rec.is_leader, connected=connected, ready=node.ready, now=node.clock.now(),
@@ -167,7 +168,8 @@ def get_status(node: NodeDep, view: View, _: Viewer) -> StatusOut:
         paused=view.policy.paused, dry_run=view.policy.dry_run,
         policy_version=view.policy_version,
         last_pass=LastPass(at=rec.last_pass_at, summary=rec.last_pass_summary),
-        problem=node.problem, version=version())
+        problem=node.problem, version=version(),
+        maintenance_domain=domains[0], maintenance_domain_problem=domains[1])
 
 
 @router.get("/audit", response_model=list[AuditEntry], dependencies=[Connected],

@@ -22,6 +22,7 @@ from pydantic import Field
 from coordinator.api.auth import Viewer
 from coordinator.api.deps import View
 from coordinator.api.derive import per_view
+from coordinator.api.routes.common import Responses
 from coordinator.placement import (
     GroupAudit,
     MixedCluster,
@@ -61,9 +62,10 @@ def placement_audit(view: ClusterView) -> list[PlacementAudit]:
 
 router = APIRouter(prefix="/v1/placement", tags=["placement"])
 
-MIXED = {409: {"description": "the cluster mixes deployments (zonal and not, availability "
-                              "sets and Flexible scale sets) and the policy names no "
-                              "maintenance_domain: the detail says which VMs and what to set"}}
+MIXED: Responses = {409: {"description": "the cluster mixes deployments (zonal and not, "
+                                        "availability sets and Flexible scale sets) and "
+                                        "the policy names no maintenance_domain: the detail "
+                                        "says which VMs and what to set"}}
 
 
 @router.post("", response_model=Placement,
