@@ -44,6 +44,7 @@ from tests.coordinator.test_api_support import (
     running,
     schedule,
 )
+from tests.coordinator.test_domains_api import flex_cluster, mixed_cluster, zonal_cluster
 from tests.helpers import wait_until
 
 S = DecisionState
@@ -525,4 +526,141 @@ def test_dashboard_marks_what_on_call_must_see(follower: Api, zk: KazooClient,
     assert "blocks rollout" in bad
     cards = _js(driver, "return document.getElementById('cards').textContent")
     assert "1 would block" in cards
+    browser.get("about:blank")
+
+
+# ---------------------------------------------------------------- maintenance domains
+
+
+@pytest.fixture(params=["zonal", "flex", "mixed"])
+def domains(request: pytest.FixtureRequest, zk_hosts: str, zk: KazooClient,
+            zk_layout: Layout) -> Iterator[tuple[str, Api]]:
+    """A zonal cluster (zones 1-3 x FDs 0-1), a regional Flexible scale set (FDs 0-2 x 2)
+    or a mixed one (two availability-set VMs, two zonal), registered as their agents do
+    (no update domain where IMDS reports none); a follower serves the page."""
+    build = {"zonal": zonal_cluster, "flex": flex_cluster, "mixed": mixed_cluster}
+    count = len(build[request.param](zk, zk_layout))
+    with foreign_leader(zk, zk_layout, identity="coordinator-2"), \
+            running(zk_hosts, zk_layout, identity="coordinator-1") as api:
+        _wait_mirrored(api, lambda v: len(v.vm_states) == count)
+        yield request.param, api
+
+
+E_Z1 = "5a5a5a5a-0000-4000-8000-000000000001"
+E_Z2 = "5a5a5a5a-0000-4000-8000-000000000002"
+
+
+def _zone_events(zk: KazooClient, layout: Layout, held: list[str], draining: list[str]) -> None:
+    """One event held on `held` (the crowded group would lose its minimum), one draining
+    `draining`."""
+    schedule(zk, layout, E_Z1, held, not_before=time.time() + 900, first_seen=time.time())
+    put_decision(zk, layout, Decision(event_id=E_Z1, state=S.HELD, code=DecisionCode.UNSAFE_GROUP,
+                                      reason="unsafe: crowded would keep 1 of 3 members, "
+                                             "min_available 2"))
+    schedule(zk, layout, E_Z2, draining, not_before=time.time() + 600,
+             first_seen=time.time() + 1)
+    put_decision(zk, layout, Decision(event_id=E_Z2, state=S.DRAINING, reserved=draining,
+                                      drain=draining, reason="safe: draining"))
+    for vm in draining:
+        put_drain(zk, layout, DrainRecord(vm=vm, event_id=E_Z2, want=DrainWant.DRAINED,
+                                          status=DrainStatus.RUNNING))
+
+
+EXPECTED = {
+    # columns, rows, corner, heading, a VM and its domain, the placement audit's column
+    "zonal": (["zone 1", "zone 2", "zone 3"], ["FD 0", "FD 1"], "FD \\ zone",
+              "Fault domains × zones", ("z2-1", "zone 2"), "One zone lost"),
+    "flex": (["FD 0", "FD 1", "FD 2"], ["ss-web"], "scale set \\ FD",
+             "Scale sets × fault domains", ("f2-1", "FD 2"), "One FD lost"),
+    "mixed": (["UD 0", "UD 1", "zone 1", "zone 2"], ["FD 0", "FD 1"], "FD \\ domain",
+              "Fault domains × maintenance domains", ("zonal-2", None), None),
+}
+
+
+def _grid(driver) -> dict[str, object]:
+    return _js(driver, """
+        const t = document.querySelector('#grid table.grid');
+        const cells = {};
+        for (const tr of t.querySelectorAll('tbody tr')) {
+          const row = tr.querySelector('th').textContent;
+          for (const td of tr.querySelectorAll('td')) {
+            cells[row + '|' + td.dataset.domain] = [...td.querySelectorAll('.vm .name')]
+              .map(n => n.textContent);
+          }
+        }
+        return {
+          columns: [...t.querySelectorAll('thead th[data-domain]')].map(th => th.dataset.domain),
+          rows: [...t.querySelectorAll('tbody th')].map(th => th.textContent),
+          corner: t.querySelector('thead th.corner').textContent,
+          heading: document.getElementById('h-grid').textContent,
+          cells,
+        };""")
+
+
+def test_dashboard_grid_follows_the_maintenance_domain(domains: tuple[str, Api],
+                                                       zk: KazooClient, zk_layout: Layout,
+                                                       browser) -> None:
+    """Zonal: zones are the columns, FDs within them the rows; a Flexible scale set: its
+    FDs are the columns; every VM row names its domain; a mixed cluster says why nothing
+    is judged. Screenshots in artifacts/dashboard-<kind>.png."""
+    kind, api = domains
+    columns, rows, corner, heading, (vm, domain), audit_column = EXPECTED[kind]
+    if kind == "zonal":
+        _zone_events(zk, zk_layout, held=["z1-0", "z1-1"], draining=["z2-0"])
+        _wait_mirrored(api, lambda v: len(v.decisions) == 2 and len(v.drains) == 1)
+    body = api.viewer.get("/v1/dashboard").raise_for_status().json()
+    assert body["topology"]["columns"] == columns
+    driver = browser
+    driver.get(f"{api.url}/#token={VIEWER}")
+    _wait(driver, lambda d: len(_chip_states(d)) == (4 if kind == "mixed" else 6), "the grid")
+    grid = _grid(driver)
+    assert (grid["columns"], grid["rows"], grid["corner"], grid["heading"]) == (
+        columns, rows, corner, heading)
+    # every VM row shows its maintenance domain (open the VM list first)
+    _js(driver, "document.getElementById('vms-details').open = true")
+    shown = _js(driver, f"return document.querySelector('#vms tr[data-vm=\"{vm}\"] td.domain')"
+                        ".textContent")
+    assert shown == (domain or "unknown")
+    count = _js(driver, "return document.querySelectorAll('#vms tbody tr').length")
+    assert count == len(body["vms"])
+    title = _js(driver, f"return [...document.querySelectorAll('#grid .vm')].find("
+                        f"c => c.querySelector('.name').textContent === '{vm}').title")
+    assert (domain or "domain unknown") in title
+    placement = _js(driver, "return document.getElementById('placement').textContent")
+    banner = _js(driver, "return document.getElementById('banner').textContent")
+    cards = _js(driver, "return document.getElementById('cards').textContent")
+    if kind == "zonal":
+        assert grid["cells"]["FD 1|zone 2"] == ["z2-1"]
+        assert grid["cells"]["FD 0|zone 3"] == ["z3-0"]
+        # zone 1's maintenance is held, zone 2's under way
+        z1 = _js(driver, "const th = document.querySelector('#grid th[data-domain=\"zone 1\"]');"
+                         "return [th.className, th.textContent]")
+        assert "held" in z1[0].split() and f"held: {E_Z1[:8]}" in z1[1]
+        z2 = _js(driver, "return document.querySelector('#grid th[data-domain=\"zone 2\"]')"
+                         ".className")
+        assert "busy" in z2.split()
+        assert _chip_states(driver)["z2-0"] == "draining"
+        assert "Maintenance domainzones" in cards
+    if kind == "flex":
+        assert grid["cells"]["ss-web|FD 1"] == ["f1-0", "f1-1"]
+        assert _js(driver, "return document.querySelector('#vms tr[data-vm=\"f2-1\"]')"
+                           ".textContent").count("flexible scale set (ss-web)") == 1
+    if audit_column is not None:
+        assert audit_column in placement and "blocks rollout" in placement
+        unit = "zone 1" if kind == "zonal" else "FD 0"
+        assert f"losing {unit}" in placement
+        assert banner == ""
+    else:
+        assert "Placement cannot be judged" in placement and "mixes deployments" in placement
+        assert "No maintenance domain: the cluster mixes deployments" in banner
+        assert "mixed cluster" in cards and "not judged" in cards
+        assert _js(driver, "return document.querySelector('#grid [data-problem]')"
+                           ".textContent").startswith("Each VM is shown under its own unit")
+        assert body["placement"] == [] and "mixes deployments" in body["placement_problem"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = driver.execute_cdp_cmd("Page.captureScreenshot",
+                                  {"format": "png", "captureBeyondViewport": True})
+    (ARTIFACTS / f"dashboard-{kind}.png").write_bytes(base64.b64decode(page["data"]))
+    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert errors == []
     browser.get("about:blank")

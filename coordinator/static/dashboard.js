@@ -77,9 +77,30 @@
       relative(at, now));
   }
 
+  // The cluster's maintenance domain, as the grid's columns and the audit name it.
+  const UNITS = {
+    update_domain: { short: "UD", plural: "update domains", one: "update domain" },
+    zone: { short: "zone", plural: "zones", one: "zone" },
+    fault_domain: { short: "FD", plural: "fault domains", one: "fault domain" },
+  };
+  const MIXED_UNIT = { short: "domain", plural: "maintenance domains", one: "maintenance domain" };
+  let places = {}; // VM name -> "zone 2 · FD 1": shown in every chip's title
+
+  function unitOf(mode) {
+    return UNITS[mode] || MIXED_UNIT;
+  }
+
+  function placeOf(vm) {
+    const parts = [vm.maintenance_domain || "domain unknown"];
+    if (vm.fd !== null && vm.fd !== undefined && vm.maintenance_domain !== `FD ${vm.fd}`) parts.push(`FD ${vm.fd}`);
+    if (vm.kind) parts.push(vm.kind);
+    return parts.join(" · ");
+  }
+
   function vmChip(name, state, reservedBy) {
     const info = STATE[state] || { sym: "·", label: state };
-    const title = `${name}: ${info.label}` + (reservedBy ? ` (event ${reservedBy})` : "");
+    const title = `${name}: ${info.label}` + (places[name] ? ` · ${places[name]}` : "") +
+      (reservedBy ? ` (event ${reservedBy})` : "");
     return el("span", { class: `vm st-${state}`, title },
       el("span", { class: "sym", "aria-hidden": "true" }, info.sym),
       el("span", { class: "name" }, name),
@@ -305,15 +326,19 @@
     $("signout").hidden = !token;
     $("cluster").textContent = d.status.cluster;
     document.title = `quorumgate · ${d.status.cluster}`;
+    places = Object.fromEntries(d.vms.map((vm) => [vm.name, placeOf(vm)]));
     section("banner", { s: d.status, z: d.zookeeper }, renderBanner);
     section("cards", { s: d.status, z: d.zookeeper, v: d.vms.map((v) => v.state),
-      p: d.placement.filter((a) => !a.ud_safe).length, t: Math.round(d.now) }, () => renderCards(d));
-    section("grid", { t: d.topology, v: d.vms.map((v) => [v.name, v.reserved_by]),
+      p: d.placement.filter((a) => !a.ud_safe).length, pp: d.placement_problem || "",
+      t: Math.round(d.now) }, () => renderCards(d));
+    section("grid", { t: d.topology, v: d.vms.map((v) => [v.name, v.reserved_by, places[v.name]]),
       h: d.events.filter((e) => e.active && e.state === "held").map((e) => [e.event_id, e.resources]) },
     () => renderGrid(d));
+    section("vms", { v: d.vms, m: d.topology.maintenance_domain }, () => renderVms(d));
     section("events", { e: d.events, n: d.events_total, t: Math.round(d.now) }, () => renderEvents(d));
     section("groups", d.groups, renderGroups);
-    section("placement", d.placement, renderPlacement);
+    section("placement", { a: d.placement, p: d.placement_problem || "", m: d.topology.maintenance_domain },
+      () => renderPlacement(d.placement, d.placement_problem || "", d.topology.maintenance_domain));
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()} · replica ` +
       `${d.status.identity} · coordinator clock ${absolute(d.now)}`;
   }
@@ -330,6 +355,10 @@
     if (!s.leader) lines.push("No leader is known: nothing is being decided.");
     if (s.problem) {
       lines.push(`This replica is misconfigured: ${s.problem}`);
+      bad = true;
+    }
+    if (s.maintenance_domain_problem) {
+      lines.push(`No maintenance domain: ${s.maintenance_domain_problem}. Every maintenance is held meanwhile.`);
       bad = true;
     }
     const node = $("banner");
@@ -358,6 +387,7 @@
       (states.length ? "none active" : "none seen");
     const eventTone = byState.failed || byState.forced ? "bad" : byState.held ? "warn" : "good";
     const unsafe = d.placement.filter((a) => !a.ud_safe).length;
+    const unit = unitOf(s.maintenance_domain);
     const lastPass = s.last_pass.at === null ? "—" : relative(s.last_pass.at, d.now);
     replace("cards",
       card("Leader", s.leader || "unknown",
@@ -374,8 +404,12 @@
       card("Groups at minimum", `${s.groups - s.groups_below_min} / ${s.groups}`,
         s.groups_below_min ? `${s.groups_below_min} below min_available` : "all at or above min_available",
         s.groups_below_min ? "bad" : "good"),
-      card("Placement", unsafe ? `${unsafe} would block` : "all spread",
-        unsafe ? "see the placement audit" : "no group blocks a rollout", unsafe ? "warn" : "good"),
+      card("Maintenance domain", s.maintenance_domain ? unit.plural : "mixed cluster",
+        s.maintenance_domain ? `the unit a rollout takes down${s.maintenance_domain === "update_domain" ? "" : " (no update domains)"}`
+          : "set policy maintenance_domain", s.maintenance_domain ? "good" : "bad"),
+      d.placement_problem ? card("Placement", "not judged", "the cluster mixes deployments", "bad")
+        : card("Placement", unsafe ? `${unsafe} would block` : "all spread",
+          unsafe ? "see the placement audit" : "no group blocks a rollout", unsafe ? "warn" : "good"),
       card("Last decision pass", lastPass, s.last_pass.summary || (s.is_leader ? "" : "the leader decides")));
   }
 
@@ -391,57 +425,94 @@
   function renderGrid(d) {
     renderLegend(d.vms);
     const t = d.topology;
-    if (!t.cells.length && !t.unplaced.length) {
+    const unit = unitOf(t.maintenance_domain);
+    const rowWord = t.maintenance_domain === "fault_domain" ? "scale set" : "FD";
+    $("h-grid").textContent = t.maintenance_domain === "fault_domain"
+      ? "Scale sets × fault domains" : `Fault domains × ${unit.plural}`;
+    if (!t.grid.length && !t.grid_unplaced.length) {
       replace("grid", el("p", { class: "empty" }, "No VM has registered yet."));
       return;
     }
-    const busyUd = {}; // UD -> events holding VMs there: maintenance in progress
-    for (const cell of t.cells) {
+    const columnOf = {}; // VM -> its column (its maintenance domain)
+    const cells = {};
+    const busy = {}; // column -> events holding VMs there: maintenance in progress
+    for (const cell of t.grid) {
+      cells[`${cell.row}\u0000${cell.column}`] = cell.vms;
       for (const vm of cell.vms) {
+        columnOf[vm.name] = cell.column;
         if (vm.reserved_by) {
-          busyUd[cell.ud] = busyUd[cell.ud] || new Set();
-          busyUd[cell.ud].add(short(vm.reserved_by));
+          busy[cell.column] = busy[cell.column] || new Set();
+          busy[cell.column].add(short(vm.reserved_by));
         }
       }
     }
-    const heldUd = {}; // UD -> held events that want VMs there: the maintenance we hold back
-    const udOf = Object.fromEntries(d.vms.map((vm) => [vm.name, vm.ud]));
+    const held = {}; // column -> held events that want VMs there: the maintenance we hold back
     for (const e of d.events) {
       if (!e.active || e.state !== "held") continue;
       for (const name of e.resources) {
-        const ud = udOf[name];
-        if (ud === null || ud === undefined) continue;
-        heldUd[ud] = heldUd[ud] || new Set();
-        heldUd[ud].add(short(e.event_id));
+        const column = columnOf[name];
+        if (column === undefined) continue;
+        held[column] = held[column] || new Set();
+        held[column].add(short(e.event_id));
       }
     }
-    const cells = {};
-    for (const cell of t.cells) cells[`${cell.fd}/${cell.ud}`] = cell.vms;
-    const udClass = (ud) => [busyUd[ud] ? "busy" : "", heldUd[ud] ? "held" : ""].join(" ").trim() || null;
-    const head = el("tr", {}, el("th", { scope: "col", class: "corner" }, "FD \\ UD"),
-      t.uds.map((ud) => {
-        const events = busyUd[ud] ? [...busyUd[ud]] : [];
-        const held = heldUd[ud] ? [...heldUd[ud]] : [];
-        return el("th", { scope: "col", class: udClass(ud), "data-ud": ud }, `UD ${ud}`,
+    const columnClass = (c) => [busy[c] ? "busy" : "", held[c] ? "held" : ""].join(" ").trim() || null;
+    const head = el("tr", {}, el("th", { scope: "col", class: "corner" }, `${rowWord} \\ ${unit.short}`),
+      t.columns.map((column) => {
+        const events = busy[column] ? [...busy[column]] : [];
+        const holds = held[column] ? [...held[column]] : [];
+        const ud = column.startsWith("UD ") ? column.slice(3) : null;
+        return el("th", { scope: "col", class: columnClass(column), "data-domain": column, "data-ud": ud }, column,
           events.length ? el("span", { class: "ud-note" }, `event ${events.join(", ")}`) : null,
-          held.length ? el("span", { class: "held-note" }, `held: ${held.join(", ")}`) : null);
+          holds.length ? el("span", { class: "held-note" }, `held: ${holds.join(", ")}`) : null);
       }));
-    const body = t.fds.map((fd) => el("tr", {}, el("th", { scope: "row" }, `FD ${fd}`),
-      t.uds.map((ud) => {
-        const vms = cells[`${fd}/${ud}`] || [];
-        return el("td", { class: udClass(ud) },
+    const body = t.rows.map((row) => el("tr", {}, el("th", { scope: "row" }, row),
+      t.columns.map((column) => {
+        const vms = cells[`${row}\u0000${column}`] || [];
+        return el("td", { class: columnClass(column), "data-domain": column },
           vms.length ? el("ul", {}, vms.map((vm) => el("li", {}, vmChip(vm.name, vm.state, vm.reserved_by))))
             : el("span", { class: "empty" }, "—", el("span", { class: "sr-only" }, "no VMs")));
       })));
+    const rowsText = t.maintenance_domain === "fault_domain" ? `${t.rows.length} scale sets (rows)`
+      : t.maintenance_domain === "zone" ? `${t.rows.length} fault domains within each zone (rows)`
+        : `${t.rows.length} fault domains (rows)`;
     const caption = el("caption", {},
-      `${d.vms.length} VMs over ${t.fds.length} fault domains (rows) and ${t.uds.length} update domains ` +
-      "(columns). Shaded columns have maintenance in progress; orange ones, a maintenance we hold.");
-    const out = [el("table", { class: "grid" }, caption, el("thead", {}, head), el("tbody", {}, body))];
-    if (t.unplaced.length) {
-      out.push(el("p", {}, "Without a known fault or update domain: ",
-        t.unplaced.map((vm) => [vmChip(vm.name, vm.state, vm.reserved_by), " "])));
+      `${d.vms.length} VMs over ${rowsText} and ${t.columns.length} ${unit.plural} (columns, ` +
+      `the unit a rollout takes down). Shaded columns have maintenance in progress; orange ones, a maintenance we hold.`);
+    const out = [];
+    if (t.maintenance_domain_problem) {
+      out.push(el("p", { class: "notok", "data-problem": "mixed" },
+        `Each VM is shown under its own unit: ${t.maintenance_domain_problem}.`));
+    }
+    out.push(el("table", { class: "grid" }, caption, el("thead", {}, head), el("tbody", {}, body)));
+    if (t.grid_unplaced.length) {
+      out.push(el("p", {}, `Without a known ${unit.one}: `,
+        t.grid_unplaced.map((vm) => [vmChip(vm.name, vm.state, vm.reserved_by), " "])));
     }
     replace("grid", out);
+  }
+
+  function renderVms(d) {
+    $("vms-count").textContent = `${d.vms.length} VM${d.vms.length === 1 ? "" : "s"}`;
+    if (!d.vms.length) {
+      replace("vms", el("p", { class: "empty" }, "No VM has registered yet."));
+      return;
+    }
+    const dash = (v) => (v === null || v === undefined || v === "" ? "—" : String(v));
+    replace("vms", el("table", { class: "rows" },
+      el("thead", {}, el("tr", {}, ["VM", "State", "Maintenance domain", "FD", "UD", "Zone", "Deployment",
+        "Groups", "Event"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, d.vms.map((vm) => el("tr", { "data-vm": vm.name },
+        el("td", {}, vmChip(vm.name, vm.state, vm.reserved_by)),
+        el("td", {}, STATE[vm.state] ? STATE[vm.state].label : vm.state),
+        el("td", { class: "domain" }, vm.maintenance_domain ? el("strong", {}, vm.maintenance_domain)
+          : el("span", { class: "empty", title: "the VM did not report it, or the cluster has no single unit" }, "unknown")),
+        el("td", { class: "num" }, dash(vm.fd)),
+        el("td", { class: "num" }, dash(vm.ud)),
+        el("td", {}, dash(vm.zone)),
+        el("td", {}, vm.kind + (vm.scale_set ? ` (${vm.scale_set})` : "")),
+        el("td", {}, vm.groups.join(", ") || "—"),
+        el("td", {}, vm.reserved_by ? el("code", { title: vm.reserved_by }, short(vm.reserved_by)) : "—"))))));
   }
 
   function timeline(e, now) {
@@ -525,13 +596,19 @@
         el("td", {}, g.ok ? el("span", { class: "ok" }, "✓ ok") : el("span", { class: "notok" }, "✖ below min")))))));
   }
 
-  function downNow(a) {
+  function downNow(a, unit) {
     if (!a.down_now || !a.down_now.length) return el("span", { class: "ok" }, "all up");
     return el("span", { class: "down-now" }, `${a.down_now.join(", ")} down` +
-      (a.now_ud_safe ? "" : ": the next UD's maintenance will be held"));
+      (a.now_ud_safe ? "" : `: the next ${unit.short}'s maintenance will be held`));
   }
 
-  function renderPlacement(audits) {
+  function renderPlacement(audits, problem, mode) {
+    const unit = unitOf(mode);
+    if (problem) {
+      replace("placement", el("p", { class: "notok" },
+        `Placement cannot be judged: ${problem}.`));
+      return;
+    }
     if (!audits.length) {
       replace("placement", el("p", { class: "empty" }, "No replica groups to audit."));
       return;
@@ -543,12 +620,13 @@
     const shown = [...unsafe, ...down];
     if (!shown.length) {
       replace("placement", el("p", { class: "ok" },
-        `✓ All ${audits.length} groups survive the loss of any one update or fault domain.`));
+        mode === "fault_domain" ? `✓ All ${audits.length} groups survive the loss of any one fault domain.`
+          : `✓ All ${audits.length} groups survive the loss of any one ${unit.one} or fault domain.`));
       return;
     }
     replace("placement",
       el("table", { class: "rows" },
-        el("thead", {}, el("tr", {}, ["Group", "One UD lost", "One FD lost", "Why", "Fix", "Right now"]
+        el("thead", {}, el("tr", {}, ["Group", `One ${unit.short} lost`, "One FD lost", "Why", "Fix", "Right now"]
           .map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, shown.map((a) => el("tr", { "data-group": a.group },
           el("td", {}, el("strong", {}, a.group)),
@@ -557,7 +635,7 @@
           el("td", {}, a.ud_safe && a.fd_safe ? "placement is safe" : a.verdict),
           el("td", { class: "fix" }, a.fix ? [el("strong", {}, `move ${a.fix.vm} → ${a.fix.to}`), el("br"), a.fix.reason]
             : a.ud_safe && a.fd_safe ? "—" : "no single move fixes it"),
-          el("td", { class: "now" }, downNow(a)))))),
+          el("td", { class: "now" }, downNow(a, unit)))))),
       audits.length > shown.length ?
         el("p", { class: "note" }, audits.length - shown.length === 1 ? "1 other group is safe and all up." :
           `${audits.length - shown.length} other groups are safe and all up.`) : null);
