@@ -32,6 +32,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-fds", type=int, default=3)
     p.add_argument("--cluster-uds", type=int, default=5)
     p.add_argument("--cluster-vms", type=int, default=15)
+    p.add_argument("--topology", choices=["availability-set", "zonal", "flex", "flex-zonal"],
+                   default="availability-set",
+                   help="availability-set: FD x UD round robin; zonal: zonal VMs in zones "
+                        "1..--zones (IMDS FD/UD 0); flex: a Flexible scale set over "
+                        "--cluster-fds fault domains, no update domain; flex-zonal: a "
+                        "zone-spanning Flexible scale set")
+    p.add_argument("--zones", type=int, default=3, help="zonal topologies: zones 1..N")
     p.add_argument("--prefix", default="vm-", help="generated VM names: PREFIX0, PREFIX1...")
     p.add_argument("--availability-set", default="as-1")
     p.add_argument("--default-vm", help="VM served at bare /metadata (default: the first)")
@@ -54,6 +61,8 @@ def make_spec(args: argparse.Namespace) -> ClusterSpec:
             "fds": args.cluster_fds,
             "uds": args.cluster_uds,
             "vms": args.cluster_vms,
+            "topology": args.topology,
+            "zones": args.zones,
             "prefix": args.prefix,
             "availability_set": args.availability_set,
             "rate_limit_per_s": args.rate_limit,

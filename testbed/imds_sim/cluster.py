@@ -24,7 +24,8 @@ class VMConfig:
     name: str
     index: int
     fd: int
-    ud: int
+    ud: int | None
+    """None: IMDS serves `platformUpdateDomain` as "" (Flexible scale sets)."""
     availability_set: str
     scale_set: str
     zone: str
@@ -37,6 +38,25 @@ class VMConfig:
     mac: str
     vm_id: str
     user_data_b64: str
+    orchestration: str = "flexible"
+    """With `scale_set`: `flexible` or `uniform`."""
+    sub_fd: str = ""
+    host: str = ""
+    host_group: str = ""
+
+    @property
+    def flexible(self) -> bool:
+        return bool(self.scale_set) and self.orchestration == "flexible"
+
+    @property
+    def unit(self) -> tuple[str, int | str | None]:
+        """The maintenance unit the platform walks this VM in: its zone when zonal, its
+        fault domain in a Flexible scale set, else its update domain."""
+        if self.zone:
+            return ("zone", self.zone)
+        if self.flexible or self.ud is None:
+            return ("FD", self.fd)
+        return ("UD", self.ud)
 
     @property
     def scope(self) -> frozenset[str]:
@@ -78,19 +98,26 @@ def _vm_id(subscription: str, resource_group: str, name: str) -> str:
 
 
 def _generated(spec: ClusterSpec, count: int) -> list[VMSpec]:
-    return [
-        VMSpec(
-            name=f"{spec.prefix}{i}",
-            fd=i % spec.fds,
-            ud=i % spec.uds,
-            availability_set=spec.availability_set,
-            scale_set=spec.scale_set,
-            zone=spec.zone,
-            location=spec.location,
-            vm_size=spec.vm_size,
-        )
-        for i in range(count)
-    ]
+    common = {"location": spec.location, "vm_size": spec.vm_size}
+    out = []
+    for i in range(count):
+        name = f"{spec.prefix}{i}"
+        zone = str(i % spec.zones + 1)
+        if spec.topology == "zonal":
+            # zonal VMs outside any set: IMDS shows fault and update domain "0"
+            vm = VMSpec(name=name, fd=0, ud=0, zone=zone, **common)
+        elif spec.topology == "flex":
+            vm = VMSpec(name=name, fd=i % spec.fds, ud=None,
+                        scale_set=spec.scale_set or "vmss-flex", **common)
+        elif spec.topology == "flex-zonal":
+            vm = VMSpec(name=name, fd=0, ud=None, zone=zone,
+                        scale_set=spec.scale_set or "vmss-flex", **common)
+        else:
+            vm = VMSpec(name=name, fd=i % spec.fds, ud=i % spec.uds,
+                        availability_set=spec.availability_set, scale_set=spec.scale_set,
+                        orchestration=spec.orchestration, zone=spec.zone, **common)
+        out.append(vm)
+    return out
 
 
 def build_cluster(spec: ClusterSpec) -> Cluster:
@@ -123,6 +150,10 @@ def build_cluster(spec: ClusterSpec) -> Cluster:
                 mac=vm.mac or _mac(vm.name),
                 vm_id=vm.vm_id or _vm_id(spec.subscription_id, spec.resource_group, vm.name),
                 user_data_b64=base64.b64encode(vm.user_data.encode()).decode(),
+                orchestration=vm.orchestration,
+                sub_fd=vm.sub_fd,
+                host=vm.host,
+                host_group=vm.host_group,
             )
         )
     default = spec.default_vm or vms[0].name

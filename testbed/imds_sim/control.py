@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response
 
 from imds_sim.faults import Fault
-from imds_sim.model import Event, SimulationError, VMState, rfc1123
+from imds_sim.model import Event, SimulationError, VMState, Walk, rfc1123
 from imds_sim.schemas import (
     AckView,
     ClockView,
@@ -26,6 +26,9 @@ from imds_sim.schemas import (
     Settings,
     Transition,
     VMView,
+    WalkRequest,
+    WalkStepView,
+    WalkView,
 )
 from imds_sim.state import EmulatorState
 
@@ -46,6 +49,7 @@ def vm_view(vm: VMState) -> VMView:
         ud=c.ud,
         availability_set=c.availability_set,
         scale_set=c.scale_set,
+        orchestration=c.orchestration if c.scale_set else "",
         zone=c.zone,
         location=c.location,
         vm_size=c.vm_size,
@@ -68,6 +72,9 @@ def event_view(event: Event) -> EventView:
         status=event.status.value,
         resources=list(event.resources),
         uds=list(event.uds),
+        zones=list(event.zones),
+        fds=list(event.fds),
+        walk_id=event.walk_id,
         scope=sorted(event.scope),
         source=event.source,
         description=event.description,
@@ -92,6 +99,16 @@ def event_view(event: Event) -> EventView:
         resources_history=[ResourcesChange(at=at, resources=list(r))
                            for at, r in event.resources_history],
     )  # fmt: skip
+
+
+def walk_view(walk: Walk) -> WalkView:
+    return WalkView(
+        walk_id=walk.walk_id, unit=walk.unit, status=walk.status,  # type: ignore[arg-type]
+        created_at=walk.created_at, ended_at=walk.ended_at, split=walk.request.split,
+        together=walk.request.together, error=walk.error,
+        steps=[WalkStepView(domain=step.label, value=str(step.value), vms=list(step.vms),
+                            event_ids=list(step.event_ids), scheduled_at=step.scheduled_at,
+                            ended_at=step.ended_at) for step in walk.steps])
 
 
 def fault_view(fault: Fault) -> FaultView:
@@ -132,6 +149,7 @@ def build_control_router(state: EmulatorState) -> APIRouter:
                 rate_limit_per_s=sim.rate_limit_per_s,
                 strict_incarnation=sim.strict_incarnation,
                 vms=[vm_view(vm) for vm in sim.vms(state.now())],
+                terminate_notice_s=sim.terminate_notice_s,
             )
 
     @router.get("/clock", response_model=ClockView)
@@ -235,6 +253,39 @@ def build_control_router(state: EmulatorState) -> APIRouter:
         with sim.lock:
             try:
                 return event_view(sim.cancel(event_id, state.now()))
+            except ValueError as exc:
+                raise _fail(exc) from exc
+
+    @router.post("/walks", response_model=WalkView, status_code=201)
+    def start_walk(request: WalkRequest) -> WalkView:
+        """The platform walks the cluster's maintenance domains one by one."""
+        with sim.lock:
+            try:
+                return walk_view(sim.start_walk(request, state.now()))
+            except ValueError as exc:
+                raise _fail(exc) from exc
+
+    @router.get("/walks", response_model=list[WalkView])
+    def list_walks() -> list[WalkView]:
+        with sim.lock:
+            sim.tick(state.now())
+            return [walk_view(w) for w in sim.walks()]
+
+    @router.get("/walks/{walk_id}", response_model=WalkView)
+    def get_walk(walk_id: str) -> WalkView:
+        with sim.lock:
+            sim.tick(state.now())
+            try:
+                return walk_view(sim.walk(walk_id))
+            except ValueError as exc:
+                raise _fail(exc) from exc
+
+    @router.delete("/walks/{walk_id}", response_model=WalkView)
+    def stop_walk(walk_id: str) -> WalkView:
+        """No further steps (the events already scheduled go on)."""
+        with sim.lock:
+            try:
+                return walk_view(sim.stop_walk(walk_id, state.now()))
             except ValueError as exc:
                 raise _fail(exc) from exc
 

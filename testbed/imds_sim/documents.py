@@ -54,7 +54,8 @@ def _compute(cluster: Cluster, vm: VMConfig, v: str) -> dict[str, Any]:
         "offer": IMAGE["offer"],
         "osType": vm.os_type,
         "platformFaultDomain": str(vm.fd),
-        "platformUpdateDomain": str(vm.ud),
+        # "" when the VM has no update domain (IMDS: inapplicable values are "")
+        "platformUpdateDomain": "" if vm.ud is None else str(vm.ud),
         "publisher": IMAGE["publisher"],
         "sku": IMAGE["sku"],
         "version": IMAGE["version"],
@@ -63,8 +64,9 @@ def _compute(cluster: Cluster, vm: VMConfig, v: str) -> dict[str, Any]:
     }
     tags = list(vm.tags)
     if at_least(v, "2017-08-01"):
+        # placement groups belong to Uniform scale sets; Flexible ones have none
         group = uuid.uuid5(uuid.NAMESPACE_URL, f"{rg_id}/pg/{vm.scale_set}")
-        c["placementGroupId"] = str(group) if vm.scale_set else ""
+        c["placementGroupId"] = str(group) if vm.scale_set and not vm.flexible else ""
         c["resourceGroupName"] = rg
         c["subscriptionId"] = sub
         c["tags"] = ";".join(f"{k}:{val}" for k, val in tags)
@@ -105,11 +107,21 @@ def _compute(cluster: Cluster, vm: VMConfig, v: str) -> dict[str, Any]:
         }
         if at_least(v, "2021-02-01"):
             c["storageProfile"]["resourceDisk"] = {"size": "16384"}
+        if at_least(v, "2021-11-01"):
+            os_disk["encryptionSettings"].update({
+                "diskEncryptionKey": {"secretUrl": "", "sourceVault": {"id": ""}},
+                "keyEncryptionKey": {"keyUrl": "", "sourceVault": {"id": ""}},
+            })
+        if at_least(v, "2023-07-01"):
+            c["storageProfile"]["imageReference"].update(
+                {"communityGalleryImageId": "", "exactVersion": "", "sharedGalleryImageId": ""})
     if at_least(v, "2019-06-04"):
         c["tagsList"] = [{"name": k, "value": val} for k, val in tags]
     if at_least(v, "2020-06-01"):
         c["isHostCompatibilityLayerVm"] = "false"
         c["securityProfile"] = {"secureBootEnabled": "false", "virtualTpmEnabled": "false"}
+        if at_least(v, "2021-11-01"):
+            c["securityProfile"]["encryptionAtHost"] = "false"
         if at_least(v, "2021-12-13"):
             c["securityProfile"]["securityType"] = ""
     if at_least(v, "2020-07-15"):
@@ -125,14 +137,26 @@ def _compute(cluster: Cluster, vm: VMConfig, v: str) -> dict[str, Any]:
         c["userData"] = vm.user_data_b64
     if at_least(v, "2021-03-01"):
         c["extendedLocation"] = {"type": "", "name": ""}
-        ss_id = f"{rg_id}/virtualMachineScaleSets/{vm.scale_set}" if vm.scale_set else ""
+        # only for Flexible orchestration (the documentation: not for Uniform scale sets)
+        ss_id = f"{rg_id}/virtualMachineScaleSets/{vm.scale_set}" if vm.flexible else ""
         c["virtualMachineScaleSet"] = {"id": ss_id}
     if at_least(v, "2021-10-01"):
-        c["platformSubFaultDomain"] = ""
+        c["platformSubFaultDomain"] = vm.sub_fd
+    if at_least(v, "2021-11-01"):
+        c["additionalCapabilities"] = {"hibernationEnabled": "false"}
     if at_least(v, "2021-11-15"):
-        c["host"] = {"id": ""}
-        c["hostGroup"] = {"id": ""}
+        c["host"] = {"id": vm.host}
+        c["hostGroup"] = {"id": vm.host_group}
+    if at_least(v, "2023-11-15"):
+        c["physicalZone"] = physical_zone(vm)
     return c
+
+
+def physical_zone(vm: VMConfig) -> str:
+    """`physicalZone` (2023-11-15): the datacenter zone behind the logical one, named like
+    the documentation's `useast-AZ01`. Azure maps logical to physical zones per
+    subscription; the emulator's mapping is the identity."""
+    return f"{vm.location}-AZ{int(vm.zone):02d}" if vm.zone else ""
 
 
 def _network(vm: VMConfig) -> dict[str, Any]:

@@ -17,6 +17,11 @@ The platform may also reshape an event: change a Scheduled event's Resources
 it stays Started until the last impact ends), and delete the VMs it takes (`delete_vms`,
 Terminate's default): they go down for good and their IMDS never answers again.
 
+A maintenance walk (`start_walk`) is the platform rolling one update out domain by
+domain: update domain by update domain (availability sets), zone by zone (zonal VMs),
+fault domain by fault domain (Flexible scale sets). Each step schedules the domain's
+event(s); the next step starts once every event of the step has left IMDS.
+
 One re-entrant lock guards everything: the ticker, request handlers and tests (via
 `running_emulator().sim`) may call in from different threads.
 """
@@ -39,6 +44,7 @@ from imds_sim.schemas import (
     EventRequest,
     EventSource,
     EventType,
+    WalkRequest,
 )
 
 
@@ -72,6 +78,10 @@ class Conflict(SimulationError):
 
 class StaleIncarnation(SimulationError):
     kind = "invalid"
+
+
+def _zone_key(zone: str) -> tuple[int, str]:
+    return (int(zone), zone) if zone.isdigit() else (1 << 30, zone)
 
 
 def rfc1123(ts: float) -> str:
@@ -123,6 +133,9 @@ class Event:
     impacts: list[Impact] = field(default_factory=list)
     resources_history: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
     """(virtual time, Resources) from creation on: every reshape appends one."""
+    zones: tuple[str, ...] = ()
+    fds: tuple[int, ...] = ()
+    walk_id: str | None = None
 
     @property
     def active(self) -> bool:
@@ -150,6 +163,36 @@ class Event:
             self.source,
             self.duration_s,
         )
+
+
+@dataclass
+class WalkStep:
+    value: int | str
+    label: str
+    vms: tuple[str, ...] = ()
+    event_ids: list[str] = field(default_factory=list)
+    scheduled_at: float | None = None
+    ended_at: float | None = None
+
+
+@dataclass
+class Walk:
+    walk_id: str
+    unit: str
+    """`update_domain`, `zone` or `fault_domain`."""
+    request: WalkRequest
+    steps: list[WalkStep]
+    created_at: float
+    current: int = -1
+    """Index of the last step scheduled."""
+    status: str = "running"
+    ended_at: float | None = None
+    error: str = ""
+
+
+WALK_ATTRIBUTE = {"update_domain": ("ud", "UD"), "zone": ("zone", "zone"),
+                  "fault_domain": ("fd", "FD")}
+UNIT_NAMES = {"UD": "update_domain", "zone": "zone", "FD": "fault_domain"}
 
 
 @dataclass
@@ -190,10 +233,12 @@ class Simulation:
         *,
         rate_limit_per_s: int = 5,
         strict_incarnation: bool = False,
+        terminate_notice_s: float = MIN_NOTICE_S[EventType.TERMINATE],
     ) -> None:
         self.lock = threading.RLock()
         self.rate_limit_per_s = rate_limit_per_s
         self.strict_incarnation = strict_incarnation
+        self.terminate_notice_s = terminate_notice_s
         self._load(cluster, now)
 
     @classmethod
@@ -204,6 +249,7 @@ class Simulation:
             now,
             rate_limit_per_s=spec.rate_limit_per_s,
             strict_incarnation=spec.strict_incarnation,
+            terminate_notice_s=spec.terminate_notice_s,
         )
 
     # ------------------------------------------------------------ cluster
@@ -216,6 +262,7 @@ class Simulation:
         }
         self._events: dict[str, Event] = {}  # every event ever, for the control API
         self._active: dict[str, Event] = {}  # Scheduled or Started, in creation order
+        self._walks: dict[str, Walk] = {}
 
     def configure(self, spec: ClusterSpec, now: float) -> None:
         """Replace the cluster: all events and history go, incarnations restart at 1."""
@@ -224,6 +271,7 @@ class Simulation:
             self._load(cluster, now)
             self.rate_limit_per_s = spec.rate_limit_per_s
             self.strict_incarnation = spec.strict_incarnation
+            self.terminate_notice_s = spec.terminate_notice_s
 
     def set_default_vm(self, name: str) -> None:
         with self.lock:
@@ -257,18 +305,26 @@ class Simulation:
     # ------------------------------------------------------------ life cycle
 
     def tick(self, now: float) -> None:
-        """Apply every transition due at or before `now`, earliest first."""
+        """Apply every transition due at or before `now`, earliest first (events before
+        walks at the same instant: a step ends before the next one is scheduled)."""
         with self.lock:
-            while True:
-                due = [
-                    (when, order, event)
+            for _ in range(100_000):  # bounded: each pass applies one transition
+                due: list[tuple[float, int, int, Event | Walk]] = [
+                    (when, 0, order, event)
                     for order, event in enumerate(self._active.values())
                     if (when := event.next_transition()) is not None and when <= now
                 ]
+                due += [(when, 1, order, walk)
+                        for order, walk in enumerate(self._walks.values())
+                        if (when := self._walk_due(walk)) is not None and when <= now]
                 if not due:
                     return
-                when, _, event = min(due, key=lambda item: (item[0], item[1]))
-                self._advance(event, when)
+                when, _, _, item = min(due, key=lambda d: (d[0], d[1], d[2]))
+                if isinstance(item, Walk):
+                    self._walk_step(item, when)
+                else:
+                    self._advance(item, when)
+            raise RuntimeError("imds_sim: more than 100000 transitions in one tick")
 
     def _advance(self, event: Event, at: float) -> None:
         if event.status is Status.SCHEDULED:
@@ -350,64 +406,95 @@ class Simulation:
         """Announce maintenance. Raises SimulationError for impossible requests."""
         with self.lock:
             self.tick(now)
-            resources = self._resources(request)
-            uds = sorted({self._vms[name].config.ud for name in resources})
-            if len(uds) > 1 and not request.allow_multi_ud:
-                raise SimulationError(
-                    f"resources span update domains {uds}; one event holds VMs of at most "
-                    "one update domain (pass allow_multi_ud to simulate a platform bug)"
-                )
-            event_id = (request.event_id or str(uuid.uuid4())).upper()
-            if event_id in self._events:
-                raise Conflict(f"event {event_id} already exists")
-            scope = frozenset().union(*(self._vms[n].config.scope for n in resources))
-            audience = frozenset(
-                name
-                for name, vm in self._vms.items()
-                if name in resources or vm.config.scope & scope
-            )
-            duration = request.duration_s
-            if duration is None:
-                duration = DEFAULT_DURATION_S[request.type]
-            downtime = request.downtime_s
-            if downtime is None:
-                downtime = float(duration) if duration >= 0 else DEFAULT_DOWNTIME_S[request.type]
-            if request.started:
-                not_before = now
-            elif request.not_before is not None:
-                not_before = request.not_before
-            else:
-                notice = request.notice_s
-                if notice is None:
-                    notice = MIN_NOTICE_S[request.type]
-                # Whole seconds, so the RFC 1123 NotBefore shows the exact start time.
-                not_before = float(math.ceil(now + notice))
-            event = Event(
-                event_id=event_id,
-                type=request.type,
-                resources=tuple(resources),
-                uds=tuple(uds),
-                scope=scope,
-                audience=audience,
-                source=request.source,
-                description=request.description,
-                duration_s=duration,
-                downtime_s=downtime,
-                impact_delay_s=request.impact_delay_s,
-                created_at=now,
-                not_before=not_before,
-                delete_vms=(request.delete_vms if request.delete_vms is not None
-                            else request.type is EventType.TERMINATE),
-                resources_history=[(now, tuple(resources))],
-            )
-            self._events[event_id] = event
-            self._active[event_id] = event
-            if request.started:
-                self._start(event, now, "immediate")
-            else:
-                self._refresh(event)
+            event = self._create(request, now)
             self.tick(now)
             return event
+
+    def _create(self, request: EventRequest, now: float, walk_id: str | None = None) -> Event:
+        """Create the event at `now` (no tick: a walk's step calls it from inside one)."""
+        resources = self._resources(request)
+        self._check_domains(resources, request.allow_multi_ud)
+        uds, zones, fds = self._placement(resources)
+        event_id = (request.event_id or str(uuid.uuid4())).upper()
+        if event_id in self._events:
+            raise Conflict(f"event {event_id} already exists")
+        scope = frozenset().union(*(self._vms[n].config.scope for n in resources))
+        audience = frozenset(
+            name
+            for name, vm in self._vms.items()
+            if name in resources or vm.config.scope & scope
+        )
+        duration = request.duration_s
+        if duration is None:
+            duration = DEFAULT_DURATION_S[request.type]
+        downtime = request.downtime_s
+        if downtime is None:
+            downtime = float(duration) if duration >= 0 else DEFAULT_DOWNTIME_S[request.type]
+        if request.started:
+            not_before = now
+        elif request.not_before is not None:
+            not_before = request.not_before
+        else:
+            notice = request.notice_s
+            if notice is None:
+                notice = (self.terminate_notice_s if request.type is EventType.TERMINATE
+                          else MIN_NOTICE_S[request.type])
+            # Whole seconds, so the RFC 1123 NotBefore shows the exact start time.
+            not_before = float(math.ceil(now + notice))
+        event = Event(
+            event_id=event_id,
+            type=request.type,
+            resources=tuple(resources),
+            uds=uds,
+            scope=scope,
+            audience=audience,
+            source=request.source,
+            description=request.description,
+            duration_s=duration,
+            downtime_s=downtime,
+            impact_delay_s=request.impact_delay_s,
+            created_at=now,
+            not_before=not_before,
+            delete_vms=(request.delete_vms if request.delete_vms is not None
+                        else request.type is EventType.TERMINATE),
+            resources_history=[(now, tuple(resources))],
+            zones=zones,
+            fds=fds,
+            walk_id=walk_id,
+        )
+        self._events[event_id] = event
+        self._active[event_id] = event
+        if request.started:
+            self._start(event, now, "immediate")
+        else:
+            self._refresh(event)
+        return event
+
+    def _placement(self, names: list[str] | tuple[str, ...]
+                   ) -> tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]:
+        """The update domains (VMs without one left out), zones and fault domains."""
+        configs = [self._vms[name].config for name in names]
+        return (tuple(sorted({c.ud for c in configs if c.ud is not None})),
+                tuple(sorted({c.zone for c in configs if c.zone}, key=_zone_key)),
+                tuple(sorted({c.fd for c in configs})))
+
+    def _check_domains(self, names: list[str], allow: bool) -> None:
+        """One event holds VMs of one maintenance domain (update domain, zone or fault
+        domain, see `VMConfig.unit`) unless `allow` simulates the platform breaking it."""
+        units = sorted({self._vms[name].config.unit for name in names}, key=str)
+        if len(units) <= 1 or allow:
+            return
+        kinds = {kind for kind, _ in units}
+        if kinds == {"UD"}:
+            uds = [value for _, value in units]
+            raise SimulationError(
+                f"resources span update domains {uds}; one event holds VMs of at most one "
+                "update domain (pass allow_multi_ud to simulate a platform breaking it)")
+        shown = ", ".join(f"{kind} {value}" for kind, value in units)
+        raise SimulationError(
+            f"resources span maintenance domains ({shown}); one event holds VMs of at most "
+            "one update domain, zone or fault domain (pass allow_multi_ud to simulate a "
+            "platform breaking it)")
 
     def _resources(self, request: EventRequest) -> list[str]:
         if request.vms is not None:
@@ -415,16 +502,23 @@ class Simulation:
             if unknown:
                 raise SimulationError(f"unknown VMs: {', '.join(unknown)}")
             return list(dict.fromkeys(request.vms))
+        if request.zone is not None:
+            where, wanted = "zone", request.zone
+        elif request.fd is not None:
+            where, wanted = "fd", request.fd
+        else:
+            where, wanted = "ud", request.ud
         chosen = [
             name
             for name, vm in self._vms.items()
-            if vm.config.ud == request.ud
+            if getattr(vm.config, where) == wanted
             and (request.availability_set is None
                  or vm.config.availability_set == request.availability_set)
             and (request.scale_set is None or vm.config.scale_set == request.scale_set)
         ]  # fmt: skip
         if not chosen:
-            raise SimulationError(f"no VM in update domain {request.ud} matches")
+            label = {"ud": "update domain", "zone": "zone", "fd": "fault domain"}[where]
+            raise SimulationError(f"no VM in {label} {wanted} matches")
         return chosen
 
     def reshape(self, event_id: str, vms: list[str], now: float,
@@ -442,14 +536,11 @@ class Simulation:
                 raise SimulationError(f"unknown VMs: {', '.join(unknown)}" if unknown
                                       else "`vms` must not be empty")
             resources = list(dict.fromkeys(vms))
-            uds = sorted({self._vms[name].config.ud for name in resources})
-            if len(uds) > 1 and not allow_multi_ud:
-                raise SimulationError(f"resources span update domains {uds} (pass "
-                                      "allow_multi_ud to simulate it)")
+            self._check_domains(resources, allow_multi_ud)
             before = event.audience
             scope = frozenset().union(*(self._vms[n].config.scope for n in resources))
             event.resources = tuple(resources)
-            event.uds = tuple(uds)
+            event.uds, event.zones, event.fds = self._placement(resources)
             event.scope = scope
             event.audience = frozenset(name for name, vm in self._vms.items()
                                        if name in resources or vm.config.scope & scope)
@@ -482,6 +573,113 @@ class Simulation:
             del self._active[event.event_id]
             self._refresh(event)
             return event
+
+    # ------------------------------------------------------------ walks
+
+    def walks(self) -> list[Walk]:
+        with self.lock:
+            return list(self._walks.values())
+
+    def walk(self, walk_id: str) -> Walk:
+        with self.lock:
+            walk = self._walks.get(walk_id)
+            if walk is None:
+                raise UnknownEvent(f"no walk {walk_id!r}")
+            return walk
+
+    def start_walk(self, request: WalkRequest, now: float) -> Walk:
+        """Start rolling maintenance over the cluster's domains (see `WalkRequest`)."""
+        with self.lock:
+            self.tick(now)
+            configs = [vm.config for vm in self._vms.values() if not vm.deleted]
+            unit = request.unit
+            if unit == "auto":
+                kinds = {c.unit[0] for c in configs}
+                if len(kinds) != 1:
+                    raise SimulationError(
+                        f"the cluster mixes maintenance domains ({', '.join(sorted(kinds))}); "
+                        "name the walk's unit")
+                unit = UNIT_NAMES[kinds.pop()]
+            attribute, label = WALK_ATTRIBUTE[unit]
+            missing = sorted(c.name for c in configs if getattr(c, attribute) in (None, ""))
+            if missing:
+                raise SimulationError(f"VMs without a {unit.replace('_', ' ')}: "
+                                      f"{', '.join(missing[:5])}")
+            present: dict[str, int | str] = {str(getattr(c, attribute)): getattr(c, attribute)
+                                             for c in configs}
+            if request.order is not None:
+                unknown = [d for d in request.order if d not in present]
+                if unknown or len(set(request.order)) != len(request.order):
+                    raise SimulationError(f"walk order {request.order}: unknown or repeated "
+                                          f"domains (the cluster has {sorted(present)})")
+                order = [present[d] for d in request.order]
+            else:
+                order = sorted(present.values(), key=lambda v: _zone_key(str(v)))
+            walk = Walk(walk_id=f"walk-{len(self._walks) + 1}", unit=unit, request=request,
+                        steps=[WalkStep(value, f"{label} {value}") for value in order],
+                        created_at=now)
+            self._walks[walk.walk_id] = walk
+            self._walk_step(walk, now)
+            self.tick(now)
+            return walk
+
+    def stop_walk(self, walk_id: str, now: float) -> Walk:
+        """No further steps; the events already scheduled go on."""
+        with self.lock:
+            self.tick(now)
+            walk = self.walk(walk_id)
+            if walk.status == "running":
+                walk.status, walk.ended_at = "stopped", now
+            return walk
+
+    def _walk_due(self, walk: Walk) -> float | None:
+        """When the walk's next step (or its end) is due; None while a step runs."""
+        if walk.status != "running":
+            return None
+        scheduled = walk.steps[: walk.current + 1]
+        ends = []
+        for step in scheduled:
+            if step.ended_at is None:
+                events = [self._events[eid] for eid in step.event_ids]
+                if any(e.active for e in events):
+                    return None
+                step.ended_at = max((e.ended_at or 0.0 for e in events),
+                                    default=step.scheduled_at or 0.0)
+            ends.append(step.ended_at)
+        if walk.current + 1 >= len(walk.steps):
+            return max(ends, default=walk.created_at)
+        return max(ends, default=walk.created_at) + walk.request.gap_s
+
+    def _walk_step(self, walk: Walk, at: float) -> None:
+        """Schedule the next step (every step when `together`), or end the walk."""
+        attribute = WALK_ATTRIBUTE[walk.unit][0]
+        r = walk.request
+        while walk.current + 1 < len(walk.steps):
+            walk.current += 1
+            step = walk.steps[walk.current]
+            step.scheduled_at = at
+            step.vms = tuple(name for name, vm in self._vms.items()
+                             if getattr(vm.config, attribute) == step.value and not vm.deleted)
+            groups = [[name] for name in step.vms] if r.split == "vm" else [list(step.vms)]
+            for vms in groups if step.vms else []:
+                request = EventRequest(
+                    vms=vms, type=r.type, source=r.source,
+                    description=r.description or f"planned maintenance, {step.label}",
+                    duration_s=r.duration_s, downtime_s=r.downtime_s, notice_s=r.notice_s,
+                    impact_delay_s=r.impact_delay_s, delete_vms=r.delete_vms,
+                    allow_multi_ud=True)  # the walk names its own domain
+                try:
+                    step.event_ids.append(self._create(request, at, walk.walk_id).event_id)
+                except SimulationError as exc:  # never retry it on every tick
+                    walk.status, walk.ended_at, walk.error = "stopped", at, str(exc)
+                    return
+            if not step.vms:
+                step.ended_at = at
+                continue
+            if not r.together:
+                return
+        if self._walk_due(walk) is not None or not walk.steps:
+            walk.status, walk.ended_at = "done", at
 
     # ------------------------------------------------------------ IMDS POST
 

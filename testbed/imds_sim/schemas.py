@@ -40,15 +40,25 @@ class Request(BaseModel):
 # ------------------------------------------------------------------ cluster
 
 
+Orchestration = Literal["flexible", "uniform"]
+Topology = Literal["availability-set", "zonal", "flex", "flex-zonal"]
+
+
 class VMSpec(Request):
     """One simulated VM. Everything but the name has a plausible default."""
 
     name: VMName
     fd: int = Field(0, ge=0, le=31)
-    ud: int = Field(0, ge=0, le=31)
+    ud: int | None = Field(0, ge=0, le=31, description="None: IMDS reports no update domain")
     availability_set: str = ""
     scale_set: str = ""
-    zone: str = ""
+    orchestration: Orchestration = Field(
+        "flexible", description="with scale_set: Flexible (virtualMachineScaleSet.id set, no "
+                                "placement group) or Uniform (placementGroupId set)")
+    zone: str = Field("", pattern=r"^[0-9]{0,2}$", description="logical zone, e.g. \"1\"")
+    sub_fd: str = Field("", pattern=r"^[0-9]{0,3}$", description="platformSubFaultDomain")
+    host: str = Field("", description="dedicated host resource id (host.id)")
+    host_group: str = Field("", description="dedicated host group resource id (hostGroup.id)")
     location: str = "westeurope"
     vm_size: str = "Standard_D2s_v3"
     os_type: Literal["Linux", "Windows"] = "Linux"
@@ -62,24 +72,36 @@ class VMSpec(Request):
     def _one_scope(self) -> VMSpec:
         if self.availability_set and self.scale_set:
             raise ValueError("a VM is in an availability set or a scale set, not both")
+        if self.host and self.host_group:
+            raise ValueError("a VM has a host or a hostGroup, not both")
         return self
 
 
 class ClusterSpec(Request):
     """A cluster: an explicit `vms` list, or a generator when `vms` is a count.
 
-    Generator: VM i is named `prefix + i`, in fault domain `i % fds` and update
-    domain `i % uds` (Azure's round-robin placement), all in one availability set
-    (or scale set).
+    Generator: VM i is named `prefix + i`; where it sits depends on `topology`:
+
+    - `availability-set` (default): fault domain `i % fds`, update domain `i % uds`
+      (Azure's round-robin placement), all in one availability set (or scale set);
+    - `zonal`: zonal VMs outside any set, VM i in zone `i % zones + 1`, reporting
+      fault domain 0 and update domain 0 (what IMDS shows for zonal VMs, see README);
+    - `flex`: a regional Flexible scale set (`scale_set`, default `vmss-flex`) with fixed
+      spreading over `fds` fault domains, VM i in fault domain `i % fds`, no update domain;
+    - `flex-zonal`: a zone-spanning Flexible scale set, VM i in zone `i % zones + 1`,
+      fault domain 0 (max spreading), no update domain.
     """
 
     vms: list[VMSpec] | int = 15
+    topology: Topology = "availability-set"
     fds: int = Field(3, ge=1, le=32)
     uds: int = Field(5, ge=1, le=32)
+    zones: int = Field(3, ge=1, le=3, description="zonal and flex-zonal: zones 1..zones")
     prefix: str = Field("vm-", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,40}$")
     availability_set: str = "as-1"
     scale_set: str = ""
-    zone: str = ""
+    orchestration: Orchestration = "flexible"
+    zone: str = Field("", pattern=r"^[0-9]{0,2}$")
     location: str = "westeurope"
     vm_size: str = "Standard_D2s_v3"
     default_vm: str | None = Field(None, description="VM served at bare /metadata; default first")
@@ -89,6 +111,10 @@ class ClusterSpec(Request):
     strict_incarnation: bool = Field(
         False, description="POST with a DocumentIncarnation other than the current one -> 400"
     )
+    terminate_notice_s: float = Field(
+        300.0, ge=300.0, le=900.0,
+        description="the scale set's terminateNotificationProfile.notBeforeTimeout (5-15 "
+                    "min): a Terminate event's notice when its request gives none")
 
     @field_validator("vms")
     @classmethod
@@ -104,7 +130,8 @@ class ClusterSpec(Request):
 
     @model_validator(mode="after")
     def _check(self) -> ClusterSpec:
-        if isinstance(self.vms, int) and self.availability_set and self.scale_set:
+        if (isinstance(self.vms, int) and self.topology == "availability-set"
+                and self.availability_set and self.scale_set):
             raise ValueError("give availability_set or scale_set, not both")
         return self
 
@@ -129,9 +156,10 @@ class VMView(BaseModel):
     name: str
     base_path: str
     fd: int
-    ud: int
+    ud: int | None
     availability_set: str
     scale_set: str
+    orchestration: str = ""
     zone: str
     location: str
     vm_size: str
@@ -153,6 +181,7 @@ class ClusterView(BaseModel):
     rate_limit_per_s: int
     strict_incarnation: bool
     vms: list[VMView]
+    terminate_notice_s: float = 300.0
 
 
 # ------------------------------------------------------------------ events
@@ -164,7 +193,13 @@ MIN_NOTICE_S: dict[EventType, float] = {
     EventType.PREEMPT: 30,
     EventType.TERMINATE: 5 * 60,
 }
-"""Azure's minimum notice per type: the default when a request gives none."""
+"""Azure's minimum notice per type: the default when a request gives none (Terminate:
+the cluster's `terminate_notice_s`, 5 min unless configured)."""
+
+DEFAULT_IMPACT_DELAY_S = 2.0
+"""Virtual seconds between Started and the VMs going down when a request gives none: on
+Azure the Started document is served before the impact (the documentation's timeline),
+so an affected VM can see its own event Started. 0 takes the VMs down at the start."""
 
 DEFAULT_DURATION_S: dict[EventType, int] = {
     EventType.FREEZE: 5,
@@ -192,22 +227,28 @@ def _finite(value: float | None) -> float | None:
 
 
 class EventRequest(Request):
-    """Schedule maintenance for one update domain (`ud`) or a list of VMs (`vms`)."""
+    """Schedule maintenance for one update domain (`ud`), zone (`zone`), fault domain
+    (`fd`) or a list of VMs (`vms`)."""
 
     type: EventType = EventType.REBOOT
     ud: int | None = Field(None, ge=0)
+    zone: str | None = Field(None, pattern=r"^[0-9]{1,2}$")
+    fd: int | None = Field(None, ge=0)
     vms: list[VMName] | None = None
-    availability_set: str | None = Field(None, description="with `ud`: only this set's VMs")
-    scale_set: str | None = Field(None, description="with `ud`: only this scale set's VMs")
+    availability_set: str | None = Field(None, description="with ud/zone/fd: only this set's")
+    scale_set: str | None = Field(None, description="with ud/zone/fd: only this scale set's")
     source: EventSource = EventSource.PLATFORM
     description: str = ""
     duration_s: int | None = Field(None, ge=-1, description="DurationInSeconds; -1 unknown")
     downtime_s: float | None = Field(None, ge=0, le=86400, description="virtual s VMs are down")
     notice_s: float | None = Field(None, ge=0, le=30 * 86400)
     not_before: float | None = Field(None, description="virtual epoch seconds; wins over notice_s")
-    impact_delay_s: float = Field(0.0, ge=0, le=3600, description="Started -> VMs go down")
+    impact_delay_s: float = Field(DEFAULT_IMPACT_DELAY_S, ge=0, le=3600,
+                                  description="virtual s from Started to the VMs going down")
     started: bool = Field(False, description="skip Scheduled, like a hardware failure")
-    allow_multi_ud: bool = Field(False, description="simulate a platform that breaks the rule")
+    allow_multi_ud: bool = Field(
+        False, description="Resources may span several maintenance domains (update domains, "
+                           "zones or fault domains): Azure's documented rule, broken at times")
     event_id: str | None = Field(None, pattern=GUID_PATTERN)
     delete_vms: bool | None = Field(
         None, description="the VMs are deleted at impact and never come back "
@@ -217,12 +258,13 @@ class EventRequest(Request):
 
     @model_validator(mode="after")
     def _target(self) -> EventRequest:
-        if (self.ud is None) == (self.vms is None):
-            raise ValueError("give exactly one of `ud` or `vms`")
+        given = [k for k in ("ud", "zone", "fd", "vms") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `ud`, `zone`, `fd` or `vms`")
         if self.vms is not None and not self.vms:
             raise ValueError("`vms` must not be empty")
         if self.vms is not None and (self.availability_set or self.scale_set):
-            raise ValueError("availability_set/scale_set filter only applies with `ud`")
+            raise ValueError("availability_set/scale_set filter only applies with ud/zone/fd")
         return self
 
 
@@ -268,6 +310,9 @@ class EventView(BaseModel):
     status: Literal["Scheduled", "Started", "Completed", "Cancelled"]
     resources: list[str]
     uds: list[int]
+    zones: list[str] = []
+    fds: list[int] = []
+    walk_id: str | None = Field(None, description="the maintenance walk that scheduled it")
     scope: list[str]
     source: EventSource
     description: str
@@ -285,6 +330,62 @@ class EventView(BaseModel):
     delete_vms: bool = False
     impacts: list[ImpactView] = []
     resources_history: list[ResourcesChange] = []
+
+
+# ------------------------------------------------------------------ walks
+
+WalkUnit = Literal["auto", "update_domain", "zone", "fault_domain"]
+
+
+class WalkRequest(Request):
+    """The platform rolls one update out domain by domain (`POST /control/walks`).
+
+    `unit` `auto` walks what the VMs are: zone by zone when every VM is zonal, fault
+    domain by fault domain in a Flexible scale set, update domain by update domain
+    otherwise (a cluster that mixes them is refused: name the unit). Each step schedules
+    the domain's event (`split` `domain`) or one event per VM of the domain (`vm`: what
+    standalone zonal VMs get, each in its own scope); the next step is scheduled `gap_s`
+    after the last event of the step left IMDS. `together` schedules every step at once.
+    """
+
+    unit: WalkUnit = "auto"
+    order: list[str] | None = Field(
+        None, description="domains in walk order, e.g. [\"2\", \"1\", \"3\"] (default: "
+                          "ascending; Azure does not promise an order)")
+    split: Literal["domain", "vm"] = "domain"
+    together: bool = False
+    gap_s: float = Field(0.0, ge=0, le=86400, description="virtual s between steps")
+    type: EventType = EventType.REBOOT
+    source: EventSource = EventSource.PLATFORM
+    description: str = Field("", description="default: planned maintenance, <domain>")
+    duration_s: int | None = Field(None, ge=-1)
+    downtime_s: float | None = Field(None, ge=0, le=86400)
+    notice_s: float | None = Field(None, ge=0, le=30 * 86400)
+    impact_delay_s: float = Field(DEFAULT_IMPACT_DELAY_S, ge=0, le=3600)
+    delete_vms: bool | None = None
+
+    check_finite = field_validator("notice_s", "downtime_s", "gap_s")(_finite)
+
+
+class WalkStepView(BaseModel):
+    domain: str = Field(description="e.g. `UD 3`, `zone 1`, `FD 0`")
+    value: str
+    vms: list[str]
+    event_ids: list[str]
+    scheduled_at: float | None
+    ended_at: float | None
+
+
+class WalkView(BaseModel):
+    walk_id: str
+    unit: str
+    status: Literal["running", "done", "stopped"]
+    created_at: float
+    ended_at: float | None
+    split: str
+    together: bool
+    steps: list[WalkStepView]
+    error: str = ""
 
 
 # ------------------------------------------------------------------ faults

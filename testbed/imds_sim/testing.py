@@ -85,6 +85,17 @@ class Emulator:
         response.raise_for_status()
         return response.json()
 
+    def walk(self, **body: Any) -> dict[str, Any]:
+        """POST /control/walks: the platform walks the maintenance domains; returns the walk."""
+        response = self.control.post("/walks", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def get_walk(self, walk_id: str) -> dict[str, Any]:
+        response = self.control.get(f"/walks/{walk_id}")
+        response.raise_for_status()
+        return response.json()
+
     def fault(self, **body: Any) -> dict[str, Any]:
         """POST /control/faults; returns the fault (raises on 4xx)."""
         response = self.control.post("/faults", json=body)

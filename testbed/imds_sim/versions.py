@@ -15,9 +15,17 @@ INSTANCE_VERSIONS: tuple[str, ...] = (
     "2019-11-01", "2020-06-01", "2020-07-15", "2020-09-01", "2020-10-01",
     "2020-12-01", "2021-01-01", "2021-02-01", "2021-03-01", "2021-05-01",
     "2021-08-01", "2021-10-01", "2021-11-01", "2021-11-15", "2021-12-13",
-    "2022-02-01", "2022-03-01", "2022-05-01", "2022-08-01", "2023-07-01",
+    "2023-07-01", "2023-11-15", "2024-03-15", "2024-07-17", "2025-04-07",
 )  # fmt: skip
-"""Accepted on /metadata/instance (and listed by /metadata/versions)."""
+"""Accepted on /metadata/instance (and listed by /metadata/versions): the documentation's
+"Supported API versions" list (see README, Sources and facts). It has no 2022 version;
+neither does the emulator, so a client pinned to an undocumented version fails here first."""
+
+# Instance field gates beyond the ones written inline in `documents._compute`.
+SUB_FAULT_DOMAIN = "2021-10-01"
+HOST = "2021-11-15"
+PHYSICAL_ZONE = "2023-11-15"
+NEWEST_INSTANCE = INSTANCE_VERSIONS[-1]
 
 SCHEDULED_EVENTS_VERSIONS: tuple[str, ...] = (
     "2017-03-01",  # preview: IaaS resource names carry a leading underscore

@@ -64,7 +64,7 @@ def test_replacing_the_cluster_resets_events_and_faults(emu: Emulator) -> None:
 def test_events_listing_and_filters(emu: Emulator) -> None:
     a = emu.schedule(ud=0, type="Freeze", source="User", description="d", duration_s=9,
                      notice_s=60)  # fmt: skip
-    b = emu.schedule(vms=["vm-1"], started=True, downtime_s=0)
+    b = emu.schedule(vms=["vm-1"], started=True, downtime_s=0, impact_delay_s=0)
     assert a["not_before"] - a["created_at"] == pytest.approx(60, abs=1)
     assert (a["type"], a["source"], a["duration_s"], a["downtime_s"]) == ("Freeze", "User", 9, 9)
     all_events = emu.control.get("/events").json()

@@ -43,7 +43,8 @@ def test_identity_is_deterministic_and_private() -> None:
 def test_documented_incarnation_sequence() -> None:
     s = sim()
     assert s.document("vm-1", T0) == (1, [])
-    event = s.schedule(EventRequest(ud=1, type="Freeze", notice_s=900, duration_s=5), T0)
+    event = s.schedule(EventRequest(ud=1, type="Freeze", notice_s=900, duration_s=5,
+                                    impact_delay_s=0), T0)
     incarnation, events = s.document("vm-1", T0 + 1)
     assert incarnation == 2 and events[0].status == "Scheduled"
     assert s.document("vm-1", T0 + 2)[0] == 2  # unchanged poll: no bump
@@ -59,7 +60,8 @@ def test_documented_incarnation_sequence() -> None:
 def test_lazy_tick_is_exact_even_if_late() -> None:
     """Nobody looked for an hour: transitions still carry their due times."""
     s = sim()
-    event = s.schedule(EventRequest(vms=["vm-4"], type="Reboot", notice_s=60, downtime_s=30), T0)
+    event = s.schedule(EventRequest(vms=["vm-4"], type="Reboot", notice_s=60, downtime_s=30,
+                                    impact_delay_s=0), T0)
     assert s.document("vm-0", T0 + 3600) == (4, [])
     assert (event.started_at, event.down_at, event.ended_at) == (T0 + 60, T0 + 60, T0 + 90)
     assert event.status == "Completed"
@@ -67,7 +69,7 @@ def test_lazy_tick_is_exact_even_if_late() -> None:
 
 def test_ack_starts_for_all_resources_and_is_recorded() -> None:
     s = sim()
-    event = s.schedule(EventRequest(ud=2, notice_s=900, downtime_s=60), T0)
+    event = s.schedule(EventRequest(ud=2, notice_s=900, downtime_s=60, impact_delay_s=0), T0)
     assert event.resources == ("vm-2", "vm-7", "vm-12")
     s.acknowledge("vm-0", [event.event_id.lower()], "2", "2020-07-01", T0 + 10)
     assert event.status == "Started" and event.start_cause == "ack"
@@ -132,8 +134,9 @@ def test_cancel_only_scheduled() -> None:
 
 def test_overlapping_events_keep_vm_down_until_both_end() -> None:
     s = sim()
-    s.schedule(EventRequest(vms=["vm-0"], started=True, downtime_s=10), T0)
-    s.schedule(EventRequest(vms=["vm-0"], started=True, downtime_s=20), T0 + 5)
+    s.schedule(EventRequest(vms=["vm-0"], started=True, downtime_s=10, impact_delay_s=0), T0)
+    s.schedule(EventRequest(vms=["vm-0"], started=True, downtime_s=20, impact_delay_s=0),
+               T0 + 5)
     assert s.is_down("vm-0", T0 + 15)
     assert not s.is_down("vm-0", T0 + 25)
     assert [t.state for t in s.vm("vm-0", T0 + 25).history] == ["up", "down", "up"]

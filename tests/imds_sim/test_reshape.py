@@ -40,7 +40,7 @@ def test_resources_change_while_scheduled_and_every_document_moves() -> None:
 def test_a_second_impact_keeps_the_event_started_until_it_ends() -> None:
     s = sim()
     event = s.schedule(EventRequest(vms=["vm-2"], type="Redeploy", downtime_s=100,
-                                    started=True), T0)
+                                    started=True, impact_delay_s=0), T0)
     assert s.is_down("vm-2", T0)
     s.add_impact(event.event_id, T0 + 50, downtime_s=200, delay_s=100)
     assert not s.is_down("vm-2", T0 + 120) and event.status.value == "Started"
@@ -54,7 +54,8 @@ def test_a_second_impact_keeps_the_event_started_until_it_ends() -> None:
 
 
 def test_terminate_deletes_its_vms_for_good(emu: Emulator, http: httpx.Client) -> None:
-    event = emu.schedule(vms=["vm-4"], type="Terminate", started=True, downtime_s=10)
+    event = emu.schedule(vms=["vm-4"], type="Terminate", started=True, downtime_s=10,
+                         impact_delay_s=0)
     assert event["delete_vms"]
     view = emu.vm("vm-4")
     assert view["deleted"] and view["state"] == "down"

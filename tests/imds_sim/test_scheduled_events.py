@@ -81,7 +81,7 @@ def test_documented_incarnation_sequence(emu: Emulator, http: httpx.Client) -> N
 
 
 def test_ack_by_one_vm_starts_it_for_all_resources(emu: Emulator, http: httpx.Client) -> None:
-    event = emu.schedule(ud=2, type="Reboot", downtime_s=1.0)
+    event = emu.schedule(ud=2, type="Reboot", downtime_s=1.0, impact_delay_s=0)
     assert doc(http, emu, "vm-2")["Events"][0]["EventStatus"] == "Scheduled"
     r = ack(http, emu, "vm-0", event["event_id"], DocumentIncarnation=2)  # not a resource
     assert r.status_code == 200
@@ -106,7 +106,7 @@ def test_ack_by_one_vm_starts_it_for_all_resources(emu: Emulator, http: httpx.Cl
 
 @needs_curl
 def test_down_vm_looks_like_a_vanished_host_to_curl(emu: Emulator) -> None:
-    emu.schedule(vms=["vm-4"], started=True, downtime_s=30)
+    emu.schedule(vms=["vm-4"], started=True, downtime_s=30, impact_delay_s=0)
     url = emu.vm_url("vm-4") + SE + V
     run = subprocess.run(["curl", "-sS", "-H", "Metadata:true", url],
                          capture_output=True, text=True, timeout=10)  # fmt: skip
@@ -273,7 +273,7 @@ def test_cancel_removes_without_downtime(emu: Emulator, http: httpx.Client) -> N
 
 
 def test_hardware_failure_goes_straight_to_started(emu: Emulator, http: httpx.Client) -> None:
-    event = emu.schedule(ud=1, type="Redeploy", started=True, downtime_s=30)
+    event = emu.schedule(ud=1, type="Redeploy", started=True, downtime_s=30, impact_delay_s=0)
     d = doc(http, emu, "vm-0")
     assert d["DocumentIncarnation"] == 2
     assert d["Events"][0]["EventStatus"] == "Started" and d["Events"][0]["NotBefore"] == ""

@@ -46,7 +46,7 @@ def test_api_version_missing(emu: Emulator, http: httpx.Client) -> None:
         "Bad request. api-version was not specified in the request. "
         "For more information refer to aka.ms/azureimds"
     )
-    assert body["newest-versions"] == ["2023-07-01", "2022-08-01", "2022-05-01"]
+    assert body["newest-versions"] == ["2025-04-07", "2024-07-17", "2024-03-15"]
     r = http.get(emu.url + SE, headers=H)
     assert r.status_code == 400
     assert r.json()["newest-versions"] == ["2020-07-01", "2019-08-01", "2019-04-01"]
