@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from registry.domains import NAMES, Domain, DomainMode, Where, domain_of, resolve
 from registry.records import (
     AckRecord,
     AckState,
@@ -65,6 +66,17 @@ class VMView:
     fd: int | None
     ud: int | None
     live: bool
+    zone: str = ""
+    scale_set: str = ""
+
+    def where(self) -> Where:
+        return Where(self.fd, self.ud, self.zone, self.scale_set)
+
+
+def plan_domains(policy: Policy, vms: Mapping[str, VMView]) -> tuple[DomainMode | None, str]:
+    """The cluster's concrete maintenance unit (or None and why): the shell keeps it while
+    the VMs and the policy are unchanged, so a pass does not walk every VM."""
+    return resolve(policy.maintenance_domain, ((n, v.where()) for n, v in vms.items()))
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,8 @@ class Snapshot:
     index: GroupIndex | None = None
     """The groups indexed by member; the shell passes one it keeps while the groups are
     unchanged (None: built here)."""
+    domains: tuple[DomainMode | None, str] | None = None
+    """`plan_domains` of this snapshot, when the shell kept one (None: computed here)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,8 @@ class Availability:
         self._down_known: int | None = None
         """How many known VMs are unavailable (only counted when a cap asks)."""
         self._folded: dict[str, str] | None = None
+        self.mode, self.mixed = snap.domains or plan_domains(snap.policy, snap.vms)
+        """The maintenance unit; None (and `mixed` says why) when auto cannot pick one."""
 
     def resolve(self, name: str) -> str:
         """The known VM a Resources entry names (Azure VM names ignore case), else itself."""
@@ -234,15 +250,17 @@ class Availability:
         the cap a little more with every scale-in)."""
         return len(self.vms) - len(self.deleted & self.vms.keys())
 
-    def uds_reserved(self, excluding: str = "") -> set[int]:
+    def domains_reserved(self, excluding: str = "") -> set[Domain]:
         return {
-            ud for vm, events in self.holders.items()
-            if events - {excluding} and (ud := self._ud(vm)) is not None
+            domain for vm, events in self.holders.items()
+            if events - {excluding} and (domain := self.domain(vm)) is not None
         }
 
-    def _ud(self, vm: str) -> int | None:
+    def domain(self, vm: str) -> Domain | None:
         view = self.vms.get(vm)
-        return view.ud if view else None
+        if view is None or self.mode is None:
+            return None
+        return domain_of(self.mode, view.where())
 
     def outside(self, vm: str) -> bool:
         """An unknown VM that policy treats as outside every group and budget."""
@@ -264,24 +282,27 @@ class Availability:
                 return Problem(C.UNKNOWN_VM, f"unknown VM {vm} ({why}): it may be in any "
                                "update domain; register its agent, fix the name, or set "
                                "policy unmanaged_vms=outside if it runs nothing replicated")
-            if vm in self.vms and self._ud(vm) is None:
-                return Problem(C.UNKNOWN_DOMAIN, f"{vm} reports no update domain")
+            if self.mode is None:
+                return Problem(C.MIXED_TOPOLOGY, self.mixed)
+            if vm in self.vms and self.domain(vm) is None:
+                return Problem(C.UNKNOWN_DOMAIN, f"{vm} reports no {NAMES[self.mode]}")
             others = self.holders.get(vm, set()) - {event_id}
             if others:
                 return Problem(C.RESERVED_ELSEWHERE,
                                f"{vm} is reserved by event {sorted(others)[0]}")
         wanted = {vm for vm in wanted if not self.outside(vm)}
-        uds = self.uds_reserved(excluding=event_id)
-        new_uds = {ud for vm in wanted if (ud := self._ud(vm)) is not None}
+        uds = self.domains_reserved(excluding=event_id)
+        new_uds = {d for vm in wanted if (d := self.domain(vm)) is not None}
         limit = self.policy.max_concurrent_uds
+        unit = f"{NAMES[self.mode]}s" if self.mode is not None else "domains"
         if len(new_uds) > limit:
-            return Problem(C.UNSAFE_SPAN, f"event spans {len(new_uds)} update domains "
+            return Problem(C.UNSAFE_SPAN, f"event spans {len(new_uds)} {unit} "
                            f"({', '.join(map(str, sorted(new_uds)))}; max {limit} at once)")
         if len(uds | new_uds) > limit:
-            busy = ", ".join(f"UD {ud}" for ud in sorted(uds - new_uds))
+            busy = ", ".join(map(str, sorted(uds - new_uds)))
             return Problem(C.WAITING_FOR_UD,
                            f"waiting for {busy} to finish: would make {len(uds | new_uds)} "
-                           f"update domains unavailable at once (max {limit})")
+                           f"{unit} unavailable at once (max {limit})")
         newly_down = {vm for vm in wanted if not self.down(vm)}
         touched = sorted({g for vm in wanted for g in self.groups_of.get(vm, ())})
         for name in touched:

@@ -23,8 +23,17 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from coordinator.safety import Change, GateResult, GroupIndex, Snapshot, Unreadable, VMView
+from coordinator.safety import (
+    Change,
+    GateResult,
+    GroupIndex,
+    Snapshot,
+    Unreadable,
+    VMView,
+    plan_domains,
+)
 from registry.codec import decode
+from registry.domains import DomainMode
 from registry.layout import Layout
 from registry.records import (
     AckRecord,
@@ -82,6 +91,8 @@ class ClusterView:
     """Which mirror this view came from (several can live in one process)."""
     group_index: GroupIndex | None = None
     """The groups indexed by member, built once per change of the groups folder."""
+    domains: tuple[DomainMode | None, str] | None = None
+    """The cluster's maintenance unit (`plan_domains`), once per change of VMs or policy."""
 
     def folder(self, name: str) -> dict[str, Any]:
         """The valid records of a folder (malformed ones are left out); read-only."""
@@ -140,9 +151,11 @@ def build_vm_index(registrations: dict[str, VMRegistration],
     """VMs by name, live or not: the live registration wins over the last known state."""
     out: dict[str, VMView] = {}
     for name, state in vm_states.items():
-        out[name] = VMView(name=name, fd=state.fd, ud=state.ud, live=False)
+        out[name] = VMView(name=name, fd=state.fd, ud=state.ud, live=False,
+                           zone=state.zone, scale_set=state.scale_set)
     for name, reg in registrations.items():
-        out[name] = VMView(name=name, fd=reg.fd, ud=reg.ud, live=True)
+        out[name] = VMView(name=name, fd=reg.fd, ud=reg.ud, live=True,
+                           zone=reg.zone, scale_set=reg.scale_set)
     return out
 
 
@@ -165,6 +178,7 @@ class ClusterCache:
         self._folder_gen: dict[str, int] = {}
         self._frozen: dict[str, tuple[int, dict[str, Versioned], dict[str, Any]]] = {}
         self._group_index: tuple[int, GroupIndex] | None = None
+        self._domains: tuple[tuple[int, DomainMode], tuple[DomainMode | None, str]] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         ensure_layout(self.client, self.layout)
@@ -202,9 +216,13 @@ class ClusterCache:
             if self._group_index is None or self._group_index[0] != groups_gen:
                 self._group_index = (groups_gen,
                                      GroupIndex.build(list(valid["groups"].values())))
+            plan_key = (self._vm_generation, self._policy.maintenance_domain)
+            if self._domains is None or self._domains[0] != plan_key:
+                self._domains = (plan_key, plan_domains(self._policy, self._vm_index[1]))
             return ClusterView(records, valid, self._vm_index[1], self._policy,
                                self._policy_version, generation=self._generation,
-                               source=id(self), group_index=self._group_index[1])
+                               source=id(self), group_index=self._group_index[1],
+                               domains=self._domains[1])
 
     def _on_event(self, event: TreeEvent) -> None:
         kind = event.event_type
@@ -358,7 +376,7 @@ def build_snapshot(view: ClusterView, read: DecisionsRead, now: float,
                     groups=list(view.groups.values()), events=view.events,
                     decisions=decisions, drains=view.drains, acks=read.acks,
                     gates=gates or {}, overrides=view.overrides, unreadable=unreadable,
-                    index=view.group_index)
+                    index=view.group_index, domains=view.domains)
 
 
 # ---------------------------------------------------------------- the leader's writes

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from registry.domains import DomainMode
+
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 Name = Annotated[str, Field(pattern=_NAME_PATTERN)]
 """A VM, group or event name: safe as one ZooKeeper path component."""
@@ -171,6 +173,7 @@ class DecisionCode(StrEnum):
     """The event alone spans more maintenance domains than the policy allows at once."""
     UNKNOWN_VM = "unknown_vm"
     UNKNOWN_DOMAIN = "unknown_domain"
+    MIXED_TOPOLOGY = "mixed_topology"
     UNREADABLE_RECORD = "unreadable_record"
     OPERATOR_HOLD = "operator_hold"
     PAUSED = "paused"
@@ -346,6 +349,11 @@ class Policy(Record):
     """Persistent `config`: how the coordinator decides."""
 
     max_concurrent_uds: int = Field(default=1, ge=1)
+    """How many maintenance domains (see `maintenance_domain`) may be out at once."""
+    maintenance_domain: DomainMode = DomainMode.AUTO
+    """The unit the platform takes down together: `update_domain` (availability sets),
+    `zone` (zonal VMs), `fault_domain` (regional Flexible scale sets), or `auto` (from
+    what the VMs' IMDS reports; a cluster that mixes them is held until this is set)."""
     max_unavailable: int | str | None = None
     """Cluster-wide cap on unavailable VMs: a number, or a percent like "10%"."""
     rules: dict[EventType, TypeRule] = {

@@ -155,7 +155,7 @@ def test_earliest_not_before_gets_the_budget():
 def test_multi_ud_event_is_not_trusted():
     snap, _ = step(snapshot(grid(), [], [event("E1", ["vm-0", "vm-1"])]))
     assert state(snap, "E1") is S.HELD
-    assert "event spans 2 update domains (0, 1; max 1 at once)" in snap.decisions["E1"].reason
+    assert "event spans 2 update domains (UD 0, UD 1; max 1 at once)" in snap.decisions["E1"].reason
 
 
 def test_cluster_wide_max_unavailable_number_and_percent():

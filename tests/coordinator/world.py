@@ -38,6 +38,7 @@ from agent.imds_models import ScheduledEvent
 from agent.relay import mark_gone, merge, observed
 from coordinator.providers import durable_members
 from coordinator.safety import Snapshot, Unreadable, VMView, decide
+from registry.domains import DomainMode
 from registry.records import (
     AckRecord,
     AckState,
@@ -74,6 +75,7 @@ class TrueVM:
     agent: bool = True
     """Runs a quorumgate agent (False: the coordinator never hears of it)."""
     reports_ud: bool = True
+    """IMDS reports its maintenance unit (False: the coordinator must hold its events)."""
     skew: float = 0.0
     """Its agent's clock minus the true time."""
     deleted: bool = False
@@ -121,6 +123,10 @@ class World:
     """The groups as configured (truth). Provider groups are rebuilt from live members
     by the real provider rule."""
     provider_groups: set[str] = field(default_factory=set)
+    topology: str = "availability-set"
+    """How the VMs are deployed: `availability-set` (the unit is the update domain),
+    `zonal` (the zone; IMDS reports no update domain), `flex` (a regional Flexible scale
+    set: the fault domain). `TrueVM.ud` is the platform's unit in each."""
     now: float = 1_700_000_000.0
     steps: int = 0
     events: dict[str, TrueEvent] = field(default_factory=dict)
@@ -170,10 +176,12 @@ class World:
     @classmethod
     def random(cls, rng: random.Random) -> World:
         fds, uds = rng.randint(2, 3), rng.randint(3, 5)
+        topology = rng.choice(["availability-set", "availability-set", "zonal", "flex"])
         truth: dict[str, TrueVM] = {}
         for i in range(fds * uds * rng.randint(1, 2)):
             name = f"vm-{i}"
-            truth[name] = TrueVM(name, fd=i % fds, ud=(i // fds) % uds,
+            unit = (i // fds) % uds
+            truth[name] = TrueVM(name, fd=unit if topology == "flex" else i % fds, ud=unit,
                                  skew=rng.choice([0.0, 0.0, rng.uniform(-20, 20)]))
         names = sorted(truth)
         if rng.random() < 0.5:  # VMs of the set that run no agent (yet)
@@ -197,6 +205,8 @@ class World:
                 members.append("ghost-member")  # never registered: always unavailable
             minimum: int | str = rng.choice(["majority", 1, max(1, len(members) - 1)])
             groups[f"g{g}"] = Group(name=f"g{g}", members=members, min_available=minimum)
+        named = {"zonal": DomainMode.ZONE, "flex": DomainMode.FAULT_DOMAIN}.get(
+            topology, DomainMode.UPDATE_DOMAIN)  # a VM that reports no zone looks unzoned
         rules = {kind: rng.choice([TypeRule.DRAIN, TypeRule.DRAIN, TypeRule.NO_DRAIN])
                  for kind in EventType}
         policy = Policy(max_concurrent_uds=rng.choice([1, 1, 2]), rules=rules,
@@ -205,8 +215,11 @@ class World:
                         best_effort_lead_s=rng.choice([0.0, 60.0, 120.0]),
                         ack_timeout_s=60.0, gone_grace_s=rng.choice([30.0, 60.0]),
                         drain_retries=rng.choice([0, 2]), drain_retry_backoff_s=30.0,
-                        unmanaged_vms=rng.choice(["hold", "hold", "outside"]))
-        world = cls(rng=rng, policy=policy, truth=truth, groups=groups)
+                        unmanaged_vms=rng.choice(["hold", "hold", "outside"]),
+                        maintenance_domain=named if (
+                            rng.random() < 0.3 or not all(t.reports_ud for t in truth.values())
+                        ) else DomainMode.AUTO)
+        world = cls(rng=rng, policy=policy, truth=truth, groups=groups, topology=topology)
         world.provider_groups = {n for n in groups if rng.random() < 0.3}
         world.stored_groups = dict(groups)
         world.incarnation = {n: 1 for n in truth}
@@ -383,7 +396,14 @@ class World:
         for vm, t in self.truth.items():
             if not t.agent:
                 continue
-            out[vm] = VMView(vm, t.fd, t.ud if t.reports_ud else None, self.live(vm))
+            if self.topology == "zonal":
+                out[vm] = VMView(vm, t.fd, None, self.live(vm),
+                                 zone=str(t.ud + 1) if t.reports_ud else "")
+            elif self.topology == "flex":
+                out[vm] = VMView(vm, t.fd if t.reports_ud else None, None, self.live(vm),
+                                 scale_set="ss")
+            else:
+                out[vm] = VMView(vm, t.fd, t.ud if t.reports_ud else None, self.live(vm))
         return out
 
     def mirror(self) -> tuple:
