@@ -15,6 +15,16 @@
     quorumgate placement --replicas N [--group G] [--exclude a,b] [--holding c,d]
     quorumgate placement-audit
 
+Topology is shown by *maintenance domain*, the unit a rollout takes down: the update
+domain of an availability set ("UD 3"), the zone of zonal VMs ("zone 2"), the fault
+domain of a regional Flexible scale set ("FD 1") — the policy's `maintenance_domain`,
+resolved from the VMs when it is `auto`. `vms` has a DOMAIN column and `vms --grid` puts
+the maintenance domains in columns (rows: fault domains, within the zone for a zonal
+cluster; a Flexible scale set's rows are its scale sets). `placement` and
+`placement-audit` name the units ("losing zone 1 ..."). A cluster that mixes deployments
+has no unit until `quorumgate policy set --maintenance-domain ...`: placement then fails
+with 409 and the reason.
+
 An event ID may be abbreviated: any unique prefix, in any case (`CEA34FD8`, what the
 dashboard and the demo show; lower-case GUIDs as Azure's documentation writes them).
 
@@ -51,7 +61,8 @@ import httpx
 DEFAULT_URL = "http://127.0.0.1:8080"
 SUMMARIES = {
     "status": "cluster and coordinator status at a glance",
-    "vms": "VMs with fault/update domain and state (--grid: the FD x UD grid)",
+    "vms": "VMs with their maintenance domain (UD, zone or FD), fault/update domain and "
+           "state (--grid: the maintenance domains as columns)",
     "events": "scheduled events with our decision and its reason",
     "event": "one event: platform view, decision, timeline, acknowledgement",
     "hold": "hold an event (no drain, no approval) with a reason",
@@ -67,8 +78,10 @@ SUMMARIES = {
               "so no event waits for it (asks for confirmation; --yes for scripts)",
     "unreadable": "records that exist but do not decode, and what each holds up; delete one",
     "audit": "the audit log, newest last",
-    "placement": "choose VMs for N replicas spread over fault and update domains",
-    "placement-audit": "groups that one UD or FD loss would break, with the fix",
+    "placement": "choose VMs for N replicas spread over maintenance domains (UDs, zones "
+                 "or FDs) and fault domains",
+    "placement-audit": "groups that one maintenance-domain (UD, zone or FD) or FD loss would "
+                       "break, naming the unit, with the fix",
 }
 
 
@@ -394,6 +407,11 @@ def _show_status(s: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
         ("server time", when(s["now"])),
         ("version", f"quorumgate {s['version']}" if s.get("version") else "-"),
     ]
+    if s.get("maintenance_domain"):
+        items.insert(7, ("maintenance", UNITS.get(s["maintenance_domain"],
+                                                         s["maintenance_domain"])))
+    elif s.get("maintenance_domain_problem"):
+        items.insert(2, ("PROBLEM", f"no maintenance domain: {s['maintenance_domain_problem']}"))
     if s.get("problem"):
         items.insert(2, ("PROBLEM", s["problem"]))
     return pairs(items)
@@ -409,37 +427,81 @@ def main_status(argv: Sequence[str] | None = None) -> int:
 VM_STATES = ("up", "draining", "drain_failed", "drained", "rebooting", "restoring", "lost")
 
 
+UNITS = {"update_domain": "by update domain (an availability set)",
+         "zone": "by zone (zonal VMs)",
+         "fault_domain": "by fault domain (a Flexible scale set)"}
+"""How the cluster's maintenance domain reads in `quorumgate status`."""
+
+
 def _vms_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", choices=VM_STATES, help="only VMs in this state")
-    p.add_argument("--grid", action="store_true", help="the FD x UD grid (GET /v1/topology)")
+    p.add_argument("--grid", action="store_true",
+                   help="the grid (GET /v1/topology): the maintenance domains as columns "
+                        "(UDs, zones, or a Flexible scale set's FDs), fault domains as rows "
+                        "(within each zone for a zonal cluster; a Flexible scale set's rows "
+                        "are its scale sets)")
 
 
 def _vms(api: Api, args: argparse.Namespace) -> Any:
     if args.grid:
         return api.call("GET", "/v1/topology")
     rows = api.call("GET", "/v1/vms")
-    return [r for r in rows if args.state is None or r["state"] == args.state]
+    rows = [r for r in rows if args.state is None or r["state"] == args.state]
+    if args.json:
+        return rows
+    return {"rows": rows, "status": api.call("GET", "/v1/status")}
 
 
 def _show_vms(result: Any, args: argparse.Namespace, api: Api) -> str:
     if args.grid:
         return grid_text(result)
-    if not result:
-        return "no VMs" + (f" in state {args.state}" if args.state else "")
-    return table(["NAME", "FD", "UD", "STATE", "LIVE", "RESERVED BY", "GROUPS", "ADDRESS"],
-                 [[r["name"], r["fd"], r["ud"], r["state"], r["live"], r["reserved_by"],
-                   r["groups"], r["address"] or None] for r in result])
+    rows, status = result["rows"], result["status"]
+    problem = status.get("maintenance_domain_problem")
+    note = f"\nno maintenance domain: {problem}" if problem else ""
+    if not rows:
+        return "no VMs" + (f" in state {args.state}" if args.state else "") + note
+    return table(["NAME", "DOMAIN", "FD", "UD", "ZONE", "STATE", "LIVE", "RESERVED BY",
+                  "GROUPS", "ADDRESS"],
+                 [[r["name"], r.get("maintenance_domain"), r["fd"], r["ud"],
+                   r.get("zone") or None, r["state"], r["live"], r["reserved_by"],
+                   r["groups"], r["address"] or None] for r in rows]) + note
+
+
+def _cell_vms(vms: list[dict[str, Any]]) -> str:
+    return " ".join(f"{v['name']}({v['state']})" if v["state"] != "up" else v["name"]
+                    for v in vms) or "."
 
 
 def grid_text(topology: dict[str, Any]) -> str:
-    cells = {(c["fd"], c["ud"]): c["vms"] for c in topology["cells"]}
-    rows = [[f"FD {fd}"] + [" ".join(f"{v['name']}({v['state']})" if v["state"] != "up"
-                                     else v["name"] for v in cells.get((fd, ud), [])) or "."
-                            for ud in topology["uds"]]
-            for fd in topology["fds"]]
-    text = table([""] + [f"UD {ud}" for ud in topology["uds"]], rows)
-    if topology.get("unplaced"):
-        text += "\nwithout FD/UD: " + " ".join(v["name"] for v in topology["unplaced"])
+    """The maintenance domains as columns; an older coordinator's FD x UD grid otherwise."""
+    if "columns" not in topology:
+        cells = {(c["fd"], c["ud"]): c["vms"] for c in topology["cells"]}
+        rows = [[f"FD {fd}"] + [_cell_vms(cells.get((fd, ud), [])) for ud in topology["uds"]]
+                for fd in topology["fds"]]
+        text = table([""] + [f"UD {ud}" for ud in topology["uds"]], rows)
+        if topology.get("unplaced"):
+            text += "\nwithout FD/UD: " + " ".join(v["name"] for v in topology["unplaced"])
+        return text
+    grid = {(c["row"], c["column"]): c["vms"] for c in topology["grid"]}
+    columns = topology["columns"]
+    text = table([""] + columns,
+                 [[row] + [_cell_vms(grid.get((row, column), [])) for column in columns]
+                  for row in topology["rows"]])
+    mode = topology.get("maintenance_domain")
+    if mode == "zone":
+        text += "\ncolumns: zones (the maintenance domain); rows: fault domains within each zone"
+    elif mode == "fault_domain":
+        text += "\ncolumns: fault domains (the maintenance domain); rows: scale sets"
+    elif mode == "update_domain":
+        text += "\ncolumns: update domains (the maintenance domain); rows: fault domains"
+    else:
+        text += ("\nno maintenance domain: "
+                 f"{topology.get('maintenance_domain_problem') or 'unknown'}"
+                 "\ncolumns: each VM's own unit; rows: fault domains")
+    if topology.get("grid_unplaced"):
+        unit = {"zone": "zone", "fault_domain": "fault domain"}.get(mode or "", "update domain")
+        text += (f"\nwithout a known {unit}: "
+                 + " ".join(v["name"] for v in topology["grid_unplaced"]))
     return text
 
 
@@ -741,11 +803,25 @@ def _rule(value: str) -> tuple[str, str]:
     return kind, rule
 
 
+DOMAIN_MODES = ("auto", "update_domain", "zone", "fault_domain")
+
+
+def _domain_mode(value: str) -> str:
+    if value not in DOMAIN_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DOMAIN_MODES)}, "
+                                         f"not {value!r}")
+    return value
+
+
 POLICY_FIELDS += [
     ("--dry-run", "dry_run", _on_off, "on: decide and audit, but drain and acknowledge "
                                       "nothing; off: act"),
     ("--max-concurrent-uds", "max_concurrent_uds", int,
-     "update domains in maintenance at once"),
+     "maintenance domains (UDs, zones or FDs) in maintenance at once"),
+    ("--maintenance-domain", "maintenance_domain", _domain_mode,
+     "the unit the platform takes down together: auto (from the VMs), update_domain "
+     "(availability sets), zone (zonal VMs) or fault_domain (Flexible scale sets); name "
+     "one for a cluster that mixes them"),
     ("--max-unavailable", "max_unavailable", _cap,
      "cluster-wide cap on unavailable VMs: a count, a percent (10%%), or none"),
     ("--drain-timeout", "drain_timeout_s", float, "seconds a drain may take"),
@@ -803,6 +879,7 @@ def _show_policy_cmd(result: dict[str, Any], args: argparse.Namespace, api: Api)
             ("approvals", "PAUSED (quorumgate resume)" if p["paused"] else "running"),
             ("dry run", "ON: nothing is drained or acknowledged" if p["dry_run"] else "off"),
             ("max concurrent UDs", p["max_concurrent_uds"]),
+            ("maintenance domain", p.get("maintenance_domain", "update_domain")),
             ("max unavailable", p["max_unavailable"] if p["max_unavailable"] is not None
              else "no cap"),
             ("rules", rules),
@@ -1006,20 +1083,36 @@ def _placement(api: Api, args: argparse.Namespace) -> Any:
     if args.group:
         body["group"] = args.group
     placement = api.call("POST", "/v1/placement", json=body)
-    if not args.json:  # the table shows each VM's domains
+    if not args.json and "domains" not in placement:  # an older coordinator
         placement["_vms"] = {v["name"]: v for v in api.call("GET", "/v1/vms")}
     return placement
 
 
 def _show_placement(p: dict[str, Any], args: argparse.Namespace, api: Api) -> str:
-    vms = p.get("_vms", {})
     chosen = set(p["chosen"])
-    rows = [[name, vms.get(name, {}).get("fd"), vms.get(name, {}).get("ud"),
+    if "_vms" in p:
+        vms = p["_vms"]
+        rows = [[name, vms.get(name, {}).get("fd"), vms.get(name, {}).get("ud"),
+                 "chosen" if name in chosen else "kept", p["load"].get(name)]
+                for name in p["vms"]]
+        return "\n".join([table(["VM", "FD", "UD", "CHOICE", "GROUPS ON IT"], rows), "",
+                          f"spread: {p['fault_domains']} fault domains, "
+                          f"{p['update_domains']} update domains (min {p['spread']})"]
+                         + [f"note: {n}" for n in p.get("notes", [])])
+    rows = [[name, p["domains"].get(name), p["faults"].get(name),
              "chosen" if name in chosen else "kept", p["load"].get(name)]
             for name in p["vms"]]
-    lines = [table(["VM", "FD", "UD", "CHOICE", "GROUPS ON IT"], rows), "",
-             f"spread: {p['fault_domains']} fault domains, {p['update_domains']} update "
-             f"domains (min {p['spread']})"]
+    mode = p.get("maintenance_domain")
+    if mode == "zone":
+        spread = (f"spread: {p['maintenance_domains']} zones, {p['fault_domains']} fault "
+                  "domains (zones first)")
+    elif mode == "fault_domain":
+        spread = f"spread: {p['fault_domains']} fault domains (the maintenance domain)"
+    else:
+        spread = (f"spread: {p['fault_domains']} fault domains, {p['update_domains']} update "
+                  f"domains (min {p['spread']})")
+    lines = [table(["VM", "DOMAIN", "FAULT DOMAIN", "CHOICE", "GROUPS ON IT"], rows), "",
+             spread]
     lines += [f"note: {n}" for n in p.get("notes", [])]
     return "\n".join(lines)
 
@@ -1028,23 +1121,33 @@ def main_placement(argv: Sequence[str] | None = None) -> int:
     return _run("placement", argv, _placement_args, _placement, _show_placement)
 
 
-def _down_now(a: dict[str, Any]) -> str:
+SHORT = {"update_domain": "UD", "zone": "zone", "fault_domain": "FD"}
+
+
+def _down_now(a: dict[str, Any], unit: str) -> str:
     """Members down at this moment (a maintenance in progress, or lost): apart from the
     placement verdict, which counts every known VM as up."""
     down = a.get("down_now") or []
     if not down:
         return "-"
-    return ",".join(down) + ("" if a.get("now_ud_safe", True) else "(next UD blocks)")
+    return ",".join(down) + ("" if a.get("now_ud_safe", True) else f"(next {unit} blocks)")
+
+
+def _losses(a: dict[str, Any], kind: str, word: str) -> str:
+    """`BLOCKS (zone 1)`: the units whose loss would break the group."""
+    units = [b.get("unit") or str(b["domain"]) for b in a["blocking"] if b["kind"] == kind]
+    return f"{word} ({', '.join(units)})" if units else "safe"
 
 
 def _show_placement_audit(rows: list[dict[str, Any]], args: argparse.Namespace,
                           api: Api) -> str:
     if not rows:
         return "no groups"
-    text = table(["GROUP", "UD LOSS", "FD LOSS", "LIVE", "MIN", "DOWN NOW", "FIX"],
-                 [[a["group"], "safe" if a["ud_safe"] else "BLOCKS",
-                   "safe" if a["fd_safe"] else "BREAKS", a["live"], a["required"],
-                   _down_now(a),
+    unit = SHORT.get(rows[0].get("maintenance_domain", "update_domain"), "UD")
+    first = "FD MAINT" if unit == "FD" else f"{unit.upper()} LOSS"
+    text = table(["GROUP", first, "FD LOSS", "LIVE", "MIN", "DOWN NOW", "FIX"],
+                 [[a["group"], _losses(a, "update", "BLOCKS"), _losses(a, "fault", "BREAKS"),
+                   a["live"], a["required"], _down_now(a, unit),
                    f"move {a['fix']['vm']} -> {a['fix']['to']}" if a.get("fix") else
                    ("-" if a["ud_safe"] and a["fd_safe"] else "no single move")]
                   for a in rows])

@@ -207,6 +207,7 @@ def test_policy_show_and_set_never_unpause(api: Api,
     shown = {k.strip(): v.strip() for k, v in (x.split(":", 1) for x in out.splitlines())}
     assert shown["approvals"] == "PAUSED (quorumgate resume)"
     assert shown["dry run"].startswith("ON") and shown["max concurrent UDs"] == "2"
+    assert shown["maintenance domain"] == "auto"
     code, out, _ = run(capsys, "policy", "set", "--max-unavailable", "10%", "--rule",
                        "Freeze=no_drain", "--drain-retries", "3", url=api.url, token=OPERATOR)
     assert code == 0 and '  max_unavailable: null -> "10%"' in out
@@ -296,7 +297,7 @@ def test_vms_sorted_naturally_and_grid_agrees(api: Api, zk: KazooClient,
     code, out, _ = run(capsys, "vms", url=api.url, token=VIEWER)
     names = [r[0] for r in lines(out)[1:]]
     assert names == ["vm-0", "vm-1", "vm-2", "vm-3", "vm-4", "vm-5", "vm-10"]
-    state = {r[0]: r[3] for r in lines(out)[1:]}
+    state = {r[0]: r[6] for r in lines(out)[1:]}  # NAME, DOMAIN ("UD 1"), FD, UD, ZONE
     assert state["vm-4"] == "rebooting"
     code, out, _ = run(capsys, "vms", "--grid", url=api.url, token=VIEWER)
     assert "vm-4(rebooting)" in out and "(lost)" not in out
