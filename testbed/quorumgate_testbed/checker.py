@@ -51,8 +51,11 @@ coordinator could not have known when it acted:
 - when a group changed shortly before our action (`group_change_grace_s`), the action
   is blamed only if every version of the group in force in that window is broken.
 
-The same moments check the maintenance-domain budget: the update domains out at that
-moment (ours and the platform's known outages) must not exceed `max_concurrent_uds`.
+The same moments check the maintenance-domain budget: the maintenance domains out at that
+moment (ours and the platform's known outages) must not exceed `max_concurrent_uds`. The
+unit is the one the product uses for the cluster (`registry.domains`: update domains in an
+availability set, zones for zonal VMs, fault domains in a Flexible scale set), given by the
+caller as each VM's domain (`Timeline.ud_of`) and its name (`Timeline.domain`).
 
 Acknowledgements (`double_acknowledgements`): the platform needs one POST per event;
 every event that received more than one is reported with each POST.
@@ -212,20 +215,41 @@ class Rules:
     bound)."""
 
 
+DOMAIN_LABELS = {"update domain": "UD", "zone": "zone", "fault domain": "FD"}
+
+
 @dataclass
 class Timeline:
     events: dict[str, EventTruth]
     outages: list[Outage]
     groups: list[GroupVersion]
-    ud_of: dict[str, int]
+    ud_of: Mapping[str, int | str]
+    """Each VM's maintenance domain (an update domain, a zone, a fault domain: see
+    `domain`); a VM left out counts in no domain."""
     faults: list[FaultWindow] = field(default_factory=list)
     start: float = 0.0
     """Origin for printed times (`+SECONDS`)."""
     end: float = INF
     """When observation stopped: outages still open end here for liveness."""
+    domain: str = "update domain"
+    """What `ud_of` names: `update domain`, `zone`, `fault domain` (or another unit)."""
 
     def stamp(self, at: float) -> str:
         return "+inf" if at == INF else f"+{at - self.start:.0f}s"
+
+    @property
+    def domains(self) -> str:
+        """The unit, plural, for messages: `update domains`, `zones`, `fault domains`."""
+        return self.domain + "s"
+
+    def label(self, vm: str) -> str:
+        """`UD 3`, `zone 1`, `FD 0`."""
+        return f"{DOMAIN_LABELS.get(self.domain, self.domain)} {self.ud_of[vm]}"
+
+
+def _ordered(values: Iterable[int | str]) -> list[int | str]:
+    """Domains in a stable order (numbers first, then names)."""
+    return sorted(set(values), key=lambda v: (isinstance(v, str), str(v).zfill(8)))
 
 
 def down_outages(events: Iterable[EventTruth],
@@ -485,14 +509,14 @@ def safety_violations(timeline: Timeline, rules: Rules) -> list[Violation]:
                 f"{', '.join(sorted(out))}", lines))
         budget = rules.max_concurrent_uds
         outs = {vm: spans for vm, spans in out_now.items() if vm in timeline.ud_of}
-        uds = sorted({timeline.ud_of[vm] for vm in outs})
+        uds = _ordered(timeline.ud_of[vm] for vm in outs)
         if len(uds) > budget and onset.vm in timeline.ud_of:
-            lines = tuple(f"{vm} (UD {timeline.ud_of[vm]}): {_describe(s, events, timeline)}"
+            lines = tuple(f"{vm} ({timeline.label(vm)}): {_describe(s, events, timeline)}"
                           for vm, spans in sorted(outs.items()) for s in spans)
             problems.append(Violation(
                 at, "domains",
-                f"at {timeline.stamp(at)} {onset.vm} went out because of us while update "
-                f"domains {uds} were out (max {budget})", lines))
+                f"at {timeline.stamp(at)} {onset.vm} went out because of us while "
+                f"{timeline.domains} {uds} were out (max {budget})", lines))
     return problems
 
 
@@ -568,9 +592,9 @@ class _Safety:
         ud_of = self.t.ud_of
         uds = {ud_of[vm] for vm in wanted | out if vm in ud_of}
         if len(uds) > self.rules.max_concurrent_uds:
-            others = sorted({ud_of[vm] for vm in out if vm in ud_of})
-            own = sorted({ud_of[vm] for vm in wanted if vm in ud_of})
-            return f"update domains {others} out; the event's: {own}"
+            others = _ordered(ud_of[vm] for vm in out if vm in ud_of)
+            own = _ordered(ud_of[vm] for vm in wanted if vm in ud_of)
+            return f"{self.t.domains} {others} out; the event's: {own}"
         for vm in sorted(wanted):
             for g in self.groups_of.get(vm, ()):
                 if not g.since <= at < g.until:

@@ -6,6 +6,9 @@ given, the IMDS emulator with a simulated cluster (15 VMs over 3 FDs x 5 UDs, fo
 and two coordinator replicas. Then the platform walks the update domains one by one on
 a virtual clock; the terminal shows each event's drains, approval, acknowledgement,
 reboot and restore, and the holds with their reasons; finally a summary table.
+`--topology zonal` makes the VMs zonal (zones 1-3, no availability set) and the platform
+walks zone by zone; `--topology flex` puts them in a Flexible scale set over 3 fault
+domains (no update domains) and the platform walks fault domain by fault domain.
 `--workload patroni` puts a real Patroni/PostgreSQL cluster on three of the VMs
 (testbed/quorumgate_testbed/workloads/patroni.py) and reports lost writes, outages and failovers;
 `--workload hdfs` and `--workload kafka` run real Hadoop and Kafka daemons
@@ -48,6 +51,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--zk-hosts", default=os.environ.get("ZK_HOSTS", ""),
                         help="use this ZooKeeper instead of starting one (default: $ZK_HOSTS)")
     parser.add_argument("--zk-port", type=int, default=0, help="local ZooKeeper port (0: free)")
+    parser.add_argument("--topology", choices=["availability-set", "zonal", "flex"],
+                        default="availability-set",
+                        help="availability-set: FDs x UDs, walked UD by UD; zonal: zonal VMs "
+                             "in zones 1-3, walked zone by zone; flex: a Flexible scale set "
+                             "over --fds fault domains, walked FD by FD")
     parser.add_argument("--fds", type=int, default=3, help="fault domains")
     parser.add_argument("--uds", type=int, default=5, help="update domains")
     parser.add_argument("--vms", type=int, default=15, help="simulated VMs")
@@ -128,6 +136,15 @@ def check_emulator(url: str, vm: str) -> dict[str, Any]:
     return {"compute": compute.json()}
 
 
+def domain_lines(labels: dict[str, str]) -> str:
+    """One line per maintenance domain with its VMs (zonal and flex clusters)."""
+    by_domain: dict[str, list[str]] = {}
+    for vm, label in labels.items():
+        by_domain.setdefault(label, []).append(vm)
+    order = sorted(by_domain, key=lambda d: (d.split(" ")[0], d.split(" ")[-1].zfill(4)))
+    return "\n".join(f"  {d:<8} {' '.join(by_domain[d])}" for d in order)
+
+
 def topology_grid(vms: list[dict[str, Any]]) -> str:
     """The FD x UD placement as a text table, one VM name per cell (or several)."""
     fds = sorted({vm["fd"] for vm in vms})
@@ -184,7 +201,11 @@ def side_by_side(workload: str, rows: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from quorumgate_testbed.rollout import RolloutSpec, rollout_stack  # lazy: heavy imports
+    from quorumgate_testbed.rollout import (  # lazy: heavy imports
+        RolloutSpec,
+        demo_groups,
+        rollout_stack,
+    )
 
     out = sys.stderr if args.json else sys.stdout
 
@@ -225,12 +246,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         handled += (module.HdfsError if args.workload == "hdfs" else module.KafkaError,)
     else:
         args.speed = args.speed or 60.0
+        shape: dict[str, Any] = {"fds": args.fds, "uds": args.uds, "vms": args.vms}
+        if args.topology != "availability-set":
+            shape = {"topology": args.topology, "fds": args.fds, "vms": args.vms}
         spec = RolloutSpec(
-            cluster={"fds": args.fds, "uds": args.uds, "vms": args.vms}, speed=args.speed,
+            cluster=shape, speed=args.speed,
             walk=args.walk, coordinators=args.coordinators, timeout_s=args.timeout,
             drain_command=f"sleep {args.drain_seconds / args.speed:.3f}")
-        if args.vms < 12:  # the default groups need vm-0 .. vm-11
-            spec.groups = []
+        if args.topology != "availability-set":
+            spec.groups = demo_groups(args.topology)
+        needed = {vm for g in spec.groups for vm in g.members}
+        if any(int(vm.rsplit("-", 1)[1]) >= args.vms for vm in needed):
+            spec.groups = []  # the default groups need vm-0 .. vm-11 (zonal, flex: vm-12)
+    if args.topology != "availability-set" and args.workload != "none":
+        print(f"quorumgate demo: --topology {args.topology} runs without a workload",
+              file=sys.stderr)
+        return 2
     spec.api = True  # REST API, dashboard and operator commands on every coordinator
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
@@ -243,11 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 vms = emulator.control.get("/vms").json()
                 say(f"IMDS emulator  {emulator.url} ({len(vms)} VMs at "
                     f"{emulator.url}/vms/<vm>/metadata/..., control API {emulator.url}/control)")
-                sample = check_emulator(emulator.url, vms[0]["name"])
-                say(f"check IMDS: {sample['compute']['name']} answers "
-                    f"(FD {sample['compute']['platformFaultDomain']}, "
-                    f"UD {sample['compute']['platformUpdateDomain']})")
-                say(f"placement ({args.fds} FDs x {args.uds} UDs):\n{topology_grid(vms)}")
+                sample = check_emulator(emulator.url, vms[0]["name"])["compute"]
+                say(f"check IMDS: {sample['name']} answers "
+                    f"(FD {sample['platformFaultDomain'] or '-'}, "
+                    f"UD {sample['platformUpdateDomain'] or '-'}, "
+                    f"zone {sample['zone'] or '-'}, "
+                    f"scale set {sample['vmScaleSetName'] or '-'})")
+                if args.topology == "availability-set":
+                    say(f"placement ({args.fds} FDs x {args.uds} UDs):\n{topology_grid(vms)}")
+                else:
+                    labels = {vm: rollout.watcher.ud_of[vm] for vm in rollout.domain_of}
+                    say(f"placement ({args.topology}; maintenance domain: "
+                        f"{rollout.domain_name}):\n{domain_lines(labels)}")
                 for group in spec.groups:
                     say(f"group {group.name}: {', '.join(group.members)} "
                         f"(min_available {group.min_available})")
@@ -264,8 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 describe = getattr(spec.workload, "describe", None)
                 for line in describe() if describe and wait_ready else []:
                     say(line)
+                unit = {"availability-set": "update-domain", "zonal": "zone-by-zone",
+                        "flex": "fault-domain"}[args.topology]
                 say(f"cluster {cluster}: {len(vms)} agents and {args.coordinators} "
-                    f"coordinators up; the platform starts its update-domain walk "
+                    f"coordinators up; the platform starts its {unit} walk "
                     f"(clock x{args.speed:g})")
                 summary = rollout.run()
                 if args.json:

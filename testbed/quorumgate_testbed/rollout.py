@@ -7,14 +7,19 @@ with its own IMDS base URL and ZooKeeper session), coordinator replicas, and:
 - a **VM supervisor** per cluster: when the emulator takes a VM down, its agent is
   stopped as a reboot stops it (the ZooKeeper session ends); when the VM is back a new
   agent starts, re-registers and runs its restore hook, for real;
-- the **platform's update-domain walk**: like Azure, one UD's event at a time (or all
-  UDs at once), each with Azure's notice;
+- the **platform's maintenance walk** (the emulator's `/control/walks`): like Azure, one
+  maintenance domain at a time (or all at once), each event with Azure's notice: update
+  domain by update domain in an availability set, zone by zone for zonal VMs (one event
+  per VM: standalone VMs each see their own), fault domain by fault domain in a Flexible
+  scale set;
 - a **hook journal**: every drain and restore hook is wrapped so that the hook process
   itself appends when it started and ended (the machine's real time) to a per-VM file;
 - a **checker** (`quorumgate_testbed.checker`) that trusts neither the coordinator nor its
   records nor the timing of any poll: from the emulator's account of when each VM was
   down and why (acknowledged or NotBefore) and the hook journal, it finds every moment
-  our action left a group below `min_available` or took too many update domains.
+  our action left a group below `min_available` or took too many maintenance domains,
+  counted in the unit the product uses (`registry.domains` on the policy's
+  `maintenance_domain` and the VMs' placement).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from imds_sim.testing import Emulator, running_emulator
 from quorumgate_testbed import checker, zklog
 from registry.clock import VirtualClock
 from registry.codec import decode
+from registry.domains import NAMES, DomainMode, Where, domain_of, resolve
 from registry.layout import Layout
 from registry.records import Decision, DecisionState, Group, Policy
 from registry.zk import make_client
@@ -93,8 +99,18 @@ class GroupSpec:
     min_available: int | str = 2
 
 
-def demo_groups() -> list[GroupSpec]:
-    """Three well-spread 3-replica groups and one placed badly on purpose (2 in UD 0)."""
+def demo_groups(topology: str = "availability-set") -> list[GroupSpec]:
+    """Three well-spread 3-replica groups and one placed badly on purpose: in an
+    availability set (VM i in UD i % 5) pg-bad has 2 replicas in UD 0; in a zonal cluster
+    or a Flexible scale set (VM i in zone i % 3 + 1, or FD i % 3) the first three groups
+    have one replica per domain and pg-bad two in the first domain."""
+    if topology != "availability-set":
+        return [
+            GroupSpec("kafka-1", ["vm-0", "vm-1", "vm-2"]),
+            GroupSpec("kafka-2", ["vm-3", "vm-4", "vm-5"]),
+            GroupSpec("hdfs-nn", ["vm-6", "vm-7", "vm-8"]),
+            GroupSpec("pg-bad", ["vm-9", "vm-10", "vm-12"]),
+        ]
     return [
         GroupSpec("kafka-1", ["vm-0", "vm-1", "vm-2"]),
         GroupSpec("kafka-2", ["vm-3", "vm-4", "vm-6"]),
@@ -138,16 +154,24 @@ class RolloutSpec:
     """Serve each coordinator's REST API and dashboard on a free loopback port."""
     register_timeout_s: float = 30.0
     """Real seconds for every agent to register at the start."""
+    split: str | None = None
+    """The walk's events: `domain` (one per maintenance domain) or `vm` (one per VM);
+    default `vm` for zonal VMs (standalone: each sees only its own), else `domain`."""
 
     @property
     def uds(self) -> int:
         return int(self.cluster.get("uds", 5))
+
+    @property
+    def topology(self) -> str:
+        return str(self.cluster.get("topology", "availability-set"))
 
 
 @dataclass
 class EventReport:
     event_id: str
     ud: int
+    """The event's (first) update domain, -1 when its VMs report none."""
     type: str
     scheduled_at: float
     not_before: float
@@ -156,6 +180,26 @@ class EventReport:
     acknowledged_after_s: float | None
     state: str
     held_reason: str
+    domain: str = ""
+    """The maintenance domain the platform's walk scheduled it for: `UD 3`, `zone 1`, `FD 0`."""
+    step: int | None = None
+    """Its step in the walk (0 first)."""
+
+
+@dataclass
+class DomainReport:
+    """One step of the platform's walk: a maintenance domain and what happened to its events."""
+
+    domain: str
+    step: int
+    vms: list[str]
+    events: int
+    acknowledged: int
+    forced: int
+    no_notice: int
+    cancelled: int
+    scheduled_at: float | None
+    ended_at: float | None
 
 
 @dataclass
@@ -169,20 +213,34 @@ class Summary:
     completed: bool
     mean_time_to_ack_s: float | None
     workload: dict[str, Any] = field(default_factory=dict)
+    topology: str = "availability-set"
+    maintenance_domain: str = "update domain"
+    """The unit the checker judged the budget in (the product's, for the policy)."""
+    walk: list[str] = field(default_factory=list)
+    """The domains in the order the platform walked them."""
+    walked_in_order: bool = True
+    """Every step was scheduled only after the previous one had ended."""
+    domains: list[DomainReport] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     def table(self) -> str:
-        lines = [f"{'event':<10} {'UD':>2} {'type':<8} {'start':<10} {'ack after':>10} "
-                 f"{'final':<10} held because (waiting for a previous UD is not a hold)"]
+        lines = [f"{'event':<10} {'domain':<7} {'type':<8} {'start':<10} {'ack after':>10} "
+                 f"{'final':<10} held because (waiting for a previous domain is not a hold)"]
         for e in self.events:
             ack = f"{e.acknowledged_after_s:.0f} s" if e.acknowledged_after_s is not None else "-"
-            lines.append(f"{e.event_id[:8]:<10} {e.ud:>2} {e.type:<8} "
+            where = e.domain or (f"UD {e.ud}" if e.ud >= 0 else "-")
+            lines.append(f"{e.event_id[:8]:<10} {where:<7} {e.type:<8} "
                          f"{e.start_cause or '-':<10} {ack:>10} {e.state:<10} "
                          f"{e.held_reason[:70]}")
         mean = (f"{self.mean_time_to_ack_s:.0f} s" if self.mean_time_to_ack_s is not None
                 else "-")
+        if self.domains:
+            lines += ["", f"walk ({self.topology}, budget in {self.maintenance_domain}s): "
+                      + " -> ".join(f"{d.domain} ({d.acknowledged} acknowledged, "
+                                    f"{d.forced} forced)" for d in self.domains)
+                      + ("" if self.walked_in_order else "  [steps overlapped]")]
         lines += ["", f"events {len(self.events)}  acknowledged {self.acknowledged}  "
                       f"held {self.held}  forced {self.forced}  mean time to ack {mean}",
                   f"rollout time {self.rollout_s / 60:.1f} min (virtual)  "
@@ -272,7 +330,9 @@ class Watcher:
     """
 
     def __init__(self, zk_hosts: str, layout: Layout, clock: VirtualClock, start: float,
-                 ud_of: dict[str, int], out: Printer) -> None:
+                 ud_of: dict[str, Any], out: Printer) -> None:
+        """`ud_of`: each VM's maintenance domain as printed (`UD 3`, `zone 1`; a bare
+        number is an update domain)."""
         self.client = make_client(zk_hosts)
         self.layout = layout
         self.clock = clock
@@ -313,9 +373,10 @@ class Watcher:
             self.decisions[eid] = decision
             if old is None or old.state is not decision.state or (
                     self.reasons and old.reason != decision.reason):
-                ud = sorted({self.ud_of[vm] for vm in decision.reserved if vm in self.ud_of})
-                where = f"UD {','.join(map(str, ud))}" if ud else ""
-                self.out(f"[{self.stamp()}] event {eid[:8]} {where:<5} "
+                where = ",".join(sorted({
+                    d if isinstance(d, str) else f"UD {d}"
+                    for vm in decision.reserved if (d := self.ud_of.get(vm)) is not None}))
+                self.out(f"[{self.stamp()}] event {eid[:8]} {where:<7} "
                          f"{decision.state.value:<12} {decision.reason}")
 
 
@@ -419,11 +480,21 @@ class Rollout:
         self.zk_hosts = zk_hosts
         self.layout = layout
         self.out = out
-        self.ud_of = {vm.name: vm.config.ud for vm in emu.sim.vms(self.clock.now())}
+        configs = [vm.config for vm in emu.sim.vms(self.clock.now())]
+        self.ud_of = {c.name: c.ud for c in configs}
+        """Each VM's update domain as IMDS reports it (None: none reported)."""
+        self.where = {c.name: Where(c.fd, c.ud, c.zone, c.scale_set) for c in configs}
+        """Each VM's placement as its agent registers it."""
+        self.domain_name, self.domain_of, self.domain_why = self._domains()
         self.coordinators: list[CoordinatorNode] = []
         self.supervisor = VMSupervisor(emu, self._agent, spec.workload)
-        self.watcher = Watcher(zk_hosts, layout, self.clock, self.clock.now(), self.ud_of, out)
+        labels = {vm: (checker.DOMAIN_LABELS.get(self.domain_name, self.domain_name)
+                       + f" {value}") for vm, value in self.domain_of.items()}
+        self.watcher = Watcher(zk_hosts, layout, self.clock, self.clock.now(), labels, out)
         self.scheduled: list[str] = []
+        self.walk_id: str | None = None
+        self.step_of: dict[str, tuple[int, str]] = {}
+        """event id -> (walk step, its domain) for the events the walk scheduled."""
         self.journal = HookJournal()
         self.api_urls: list[str] = []
         self._servers: list[tuple[uvicorn.Server, threading.Thread, Any]] = []
@@ -431,6 +502,21 @@ class Rollout:
         self.viewer_token = f"view-{uuid.uuid4().hex}"
 
     # ------------------------------------------------------------ parts
+
+    def _domains(self) -> tuple[str, dict[str, int | str], str]:
+        """The product's maintenance domain for this cluster (`registry.domains`, with the
+        policy's `maintenance_domain` and the VMs' placement): its name, each VM's domain,
+        and why there is none. A VM without one under the unit, or every VM of a cluster
+        `auto` cannot resolve, is its own domain: the strictest reading of the budget."""
+        setting = DomainMode(getattr(self.spec.policy, "maintenance_domain", DomainMode.AUTO))
+        mode, why = resolve(setting, self.where.items())
+        if mode is None:
+            return "VM", {vm: vm for vm in self.where}, why
+        out: dict[str, int | str] = {}
+        for vm, where in self.where.items():
+            domain = domain_of(mode, where)
+            out[vm] = domain.value if domain is not None else f"?{vm}"
+        return NAMES[mode], out, ""
 
     def _agent(self, name: str) -> AgentLike:
         data = self.agent_config(name)
@@ -561,27 +647,51 @@ class Rollout:
             decision.state is S.RESTORED or
             (decision.state is S.CANCELLED and not decision.reserved))
 
+    @property
+    def split(self) -> str:
+        if self.spec.split:
+            return self.spec.split
+        zonal_standalone = all(w.zone and not w.scale_set for w in self.where.values())
+        return "vm" if zonal_standalone else "domain"
+
     def run(self) -> Summary:
+        """The platform walks the cluster's maintenance domains (the emulator's walk: the
+        next domain once every event of the current one has left IMDS), until every event
+        is over and, under quorumgate, released."""
         started = self.watcher.start_at = self.clock.now()
         deadline = time.monotonic() + self.spec.timeout_s
-        uds = list(range(self.spec.uds))
-        if self.spec.walk == "together":
-            for ud in uds:
-                self.schedule_ud(ud)
-            uds = []
-        else:
-            self.schedule_ud(uds.pop(0))
+        body: dict[str, Any] = {"type": self.spec.event_type, "downtime_s": self.spec.downtime_s,
+                                "split": self.split, "together": self.spec.walk == "together"}
+        if self.spec.notice_s is not None:
+            body["notice_s"] = self.spec.notice_s
+        walk = self.emu.walk(**body)
+        self.walk_id = walk["walk_id"]
+        self.out(f"[{self.watcher.stamp()}] platform walks the cluster "
+                 f"{walk['unit'].replace('_', ' ')} by {walk['unit'].replace('_', ' ')}"
+                 f"{' (all at once)' if body['together'] else ''}: "
+                 + ", ".join(step["domain"] for step in walk["steps"]))
+        self._follow(walk)
         while time.monotonic() < deadline:
+            walk = self.emu.get_walk(self.walk_id)
+            self._follow(walk)
             if self.spec.strategy == "ack-on-sight":
                 self._ack_on_sight()
-            if all(self.event_over(eid) for eid in self.scheduled):
-                if not uds:
-                    if all(self.settled(eid) for eid in self.scheduled):
-                        break
-                else:
-                    self.schedule_ud(uds.pop(0))
+            if walk["status"] != "running" and all(self.settled(eid) for eid in self.scheduled):
+                break
             time.sleep(0.05)
         return self.summary(started)
+
+    def _follow(self, walk: dict[str, Any]) -> None:
+        """Take up the events the walk scheduled since the last look."""
+        for index, step in enumerate(walk["steps"]):
+            for eid in step["event_ids"]:
+                if eid in self.step_of:
+                    continue
+                self.step_of[eid] = (index, step["domain"])
+                self.scheduled.append(eid)
+                event = self.emu.event(eid)
+                self.out(f"[{self.watcher.stamp()}] platform schedules {event['type']} "
+                         f"{eid[:8]} for {step['domain']} ({', '.join(event['resources'])})")
 
     def _ack_on_sight(self) -> None:
         """What a naive client does: POST StartRequests for every event it sees."""
@@ -618,8 +728,8 @@ class Rollout:
         if groups is None:
             groups = [checker.GroupVersion(g.name, tuple(g.members), g.min_available)
                       for g in [*self.spec.groups, *self.spec.checked_groups]]
-        return checker.Timeline(events, outages, groups, dict(self.ud_of), faults or [],
-                                started, self.clock.now())
+        return checker.Timeline(events, outages, groups, dict(self.domain_of), faults or [],
+                                started, self.clock.now(), domain=self.domain_name)
 
     def rules(self, **extra: Any) -> checker.Rules:
         policy = self.spec.policy
@@ -638,16 +748,19 @@ class Rollout:
             ack_after = acks[0]["at"] - e["created_at"] if acks else None
             held = next((t.reason for t in decision.history if t.to is S.HELD
                          and not t.reason.startswith("waiting")), "") if decision else ""
+            step, domain = self.step_of.get(e["event_id"], (None, ""))
             reports.append(EventReport(
                 event_id=e["event_id"], ud=(e["uds"] or [-1])[0], type=e["type"],
                 scheduled_at=e["created_at"] - started, not_before=e["not_before"] - started,
                 started_at=(e["started_at"] - started) if e.get("started_at") else None,
                 start_cause=e.get("start_cause"), acknowledged_after_s=ack_after,
-                state=decision.state.value if decision else "unseen", held_reason=held))
+                state=decision.state.value if decision else "unseen", held_reason=held,
+                domain=domain, step=step))
         end = max([started, *(t.at for v in vms.values() for t in v.history),
                    *(d.updated_at for d in self.watcher.decisions.values())])
         acked = [r for r in reports if r.start_cause == "ack"]
         times = [r.acknowledged_after_s for r in acked if r.acknowledged_after_s is not None]
+        domains, in_order = self._walk_report(started, events)
         return Summary(
             events=reports, rollout_s=end - started,
             held=sum(1 for r in reports if r.held_reason),
@@ -655,9 +768,37 @@ class Rollout:
             acknowledged=len(acked), violations=self.violations(started),
             completed=all(self.settled(eid) for eid in self.scheduled),
             mean_time_to_ack_s=sum(times) / len(times) if times else None,
-            workload=self.spec.workload.report())
+            workload=self.spec.workload.report(), topology=self.spec.topology,
+            maintenance_domain=self.domain_name, walk=[d.domain for d in domains],
+            walked_in_order=in_order, domains=domains)
+
+    def _walk_report(self, started: float, events: list[dict[str, Any]]
+                     ) -> tuple[list[DomainReport], bool]:
+        """Per step of the walk: its domain, its events' fates, when it ran (from the
+        platform's own account); and whether each step began only after the previous
+        one ended."""
+        if self.walk_id is None:
+            return [], True
+        walk = self.emu.get_walk(self.walk_id)
+        by_id = {e["event_id"]: e for e in events}
+        out = []
+        for index, step in enumerate(walk["steps"]):
+            mine = [by_id[eid] for eid in step["event_ids"] if eid in by_id]
+            causes = [e.get("start_cause") for e in mine]
+            out.append(DomainReport(
+                domain=step["domain"], step=index, vms=step["vms"], events=len(mine),
+                acknowledged=causes.count("ack"), forced=causes.count("not_before"),
+                no_notice=causes.count("immediate"),
+                cancelled=sum(1 for e in mine if e["status"] == "Cancelled"),
+                scheduled_at=(step["scheduled_at"] - started
+                              if step["scheduled_at"] is not None else None),
+                ended_at=step["ended_at"] - started if step["ended_at"] is not None else None))
+        in_order = walk["together"] or all(
+            b.scheduled_at is not None and a.ended_at is not None
+            and b.scheduled_at >= a.ended_at for a, b in zip(out, out[1:], strict=False))
+        return out, in_order
 
     def violations(self, started: float) -> list[str]:
-        """Moments our action left a group below min_available or took too many update
+        """Moments our action left a group below min_available or took too many maintenance
         domains, judged from ground truth (`quorumgate_testbed.checker`)."""
         return [v.text for v in checker.safety_violations(self.truth(started), self.rules())]
