@@ -1,27 +1,65 @@
-"""`quorumgate topology hdfs | labels | rackdc`: a VM's place (FD/UD) for other systems.
+"""`quorumgate topology hdfs | labels | cassandra | kafka | rackdc`: a VM's place for
+other systems.
+
+Every VM has a *maintenance domain*, the unit the platform takes down together (see
+`registry.domains`): the update domain of an availability set, the zone of zonal VMs,
+the fault domain of a regional Flexible scale set; the coordinator resolves it for the
+cluster (policy `maintenance_domain`, `auto` by default) and GET /v1/vms gives it per
+VM (`maintenance_domain`: "UD 3", "zone 2", "FD 1") with how the VM was deployed
+(`kind`). What each output holds:
 
 hdfs HOST_OR_IP...
-    HDFS rack awareness (`net.topology.script.file.name`): one `/fd<N>/ud<M>` line per
-    argument, in order; `/default-rack` (or `--default-rack`) for hosts it does not know.
-    An argument matches a VM by name, by short host name (first DNS label) or by IPv4
-    address, from the coordinator's GET /v1/vms. Answers come from a cache file while
-    it is fresh (`--ttl`, 60 s); when the coordinator cannot be reached a stale cache
-    still answers, and with neither every host is `/default-rack`. It always exits 0:
-    the NameNode treats a failing script badly. Standard library only, no imports of
-    the web stack: it runs on every DataNode registration.
+    HDFS rack awareness (`net.topology.script.file.name`): one rack per argument, in
+    order, by how the VM was deployed (its `kind`):
+        availability set      /fd<N>/ud<M>     (as before)
+        zonal VM              /zone<Z>/fd<N>   (the zone, then the fault domain in it)
+        Flexible scale set    /fd<N>           (its fault domain is its maintenance domain)
+    `/default-rack` (or `--default-rack`) for hosts it does not know or whose place is
+    not known. An argument matches a VM by name, by short host name (first DNS label)
+    or by IPv4 address, from the coordinator's GET /v1/vms. Answers come from a cache
+    file while it is fresh (`--ttl`, 60 s); when the coordinator cannot be reached a
+    stale cache still answers, and with neither every host is `/default-rack`. It
+    always exits 0: the NameNode treats a failing script badly. Standard library only,
+    no imports of the web stack: it runs on every DataNode registration.
     Cache: $QG_TOPOLOGY_CACHE, else /var/cache/quorumgate/topology.json when writable,
     else $XDG_CACHE_HOME (~/.cache)/quorumgate/topology.json.
-    Note: HDFS wants every leaf at the same depth; `/fd<N>/ud<M>` has two levels and
-    `/default-rack` one, so a NameNode refuses an unknown host next to known ones
-    (InvalidTopologyException). `--default-rack /fd-unknown/ud-unknown` avoids that.
+    Note: HDFS wants every leaf at the same depth; `/fd<N>/ud<M>` and `/zone<Z>/fd<N>`
+    have two levels, `/fd<N>` and `/default-rack` one, so a NameNode refuses an unknown
+    host next to known ones (InvalidTopologyException): give the default the same depth
+    (`--default-rack /fd-unknown/ud-unknown`, `/zone-unknown/fd-unknown`). A cluster
+    that mixes Flexible scale sets with other deployments mixes depths too.
 
 labels [VM...]
     Kubernetes-style node labels (see `registry.labels`) as `kubectl label node` lines,
-    or JSON with --json.
+    or JSON with --json: `topology.kubernetes.io/region` = the location;
+    `topology.kubernetes.io/zone` = the zone for zonal VMs, in AKS's form
+    `<location>-<zone>` (e.g. westeurope-2), and otherwise (availability sets, regional
+    Flexible scale sets) the fault domain `<location>-fd<N>` as before, with
+    `quorumgate.io/zone-source` saying which; `quorumgate.io/fault-domain`,
+    `quorumgate.io/update-domain` when known; and `quorumgate.io/maintenance-domain` =
+    the VM's maintenance domain (`ud-3`, `zone-2`, `fd-1`; left out when unknown) for
+    `topologySpreadConstraints` that must survive a rollout.
+
+cassandra [VM...]
+    GossipingPropertyFileSnitch's `cassandra-rackdc.properties` from the coordinator:
+    dc = the VM's location, rack = its maintenance domain (`ud3`, `zone2`, `fd1`), so
+    NetworkTopologyStrategy puts each range's replicas in distinct maintenance domains
+    and a rollout takes at most one of them. One VM: the file (`-o FILE` writes it);
+    several or none (every VM): one `VM: dc=... rack=...` line each, or --json.
+
+kafka [VM...]
+    `broker.rack` = the broker VM's maintenance domain (`ud3`, `zone2`, `fd1`): Kafka's
+    rack-aware replica assignment then puts a partition's replicas in distinct
+    maintenance domains. One VM: the `broker.rack=...` line (append it to
+    server.properties); several or none: one `VM: broker.rack=...` line each, or --json.
+
+    cassandra and kafka fail (exit 1) for a VM whose maintenance domain is unknown, and
+    say why (it reported none; or the cluster mixes deployments and the policy names
+    no unit: `quorumgate policy set --maintenance-domain ...`).
 
 rackdc
-    `cassandra-rackdc.properties` for this VM from IMDS: dc = compute.location,
-    rack = fd<platformFaultDomain>, prefer_local=true.
+    `cassandra-rackdc.properties` for this VM from IMDS alone (no coordinator): dc =
+    compute.location, rack = fd<platformFaultDomain>, prefer_local=true.
 
 Coordinator: --url (default $QG_URL, else http://127.0.0.1:8080), --token (default
 $QG_TOKEN, else the file named by $QG_TOKEN_FILE; the viewer role is enough).
@@ -35,6 +73,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -152,7 +191,7 @@ def read_cache(path: str, url: str) -> dict[str, Any] | None:
 
 
 def write_cache(path: str, url: str, vms: list[dict[str, Any]]) -> None:
-    keep = ("name", "fd", "ud", "address")
+    keep = ("name", "fd", "ud", "zone", "scale_set", "kind", "address")
     data = {"url": url, "fetched_at": time.time(),
             "vms": [{k: vm.get(k) for k in keep} for vm in vms if isinstance(vm, dict)]}
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -167,17 +206,50 @@ def write_cache(path: str, url: str, vms: list[dict[str, Any]]) -> None:
             os.unlink(tmp)
 
 
+ZONAL, FLEX = "zonal", "flexible scale set"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def kind(vm: dict[str, Any]) -> str:
+    """How the VM was deployed: the API's `kind`, else as `registry.domains.kind_of`
+    would say (an older coordinator, an older cache)."""
+    given = vm.get("kind")
+    if isinstance(given, str) and given:
+        return given
+    if vm.get("zone"):
+        return ZONAL
+    if vm.get("ud") is None and vm.get("scale_set"):
+        return FLEX
+    return "availability set"
+
+
+def rack_of(vm: dict[str, Any]) -> str | None:
+    """The HDFS rack of a VM row: `/fd<N>/ud<M>` (availability set), `/zone<Z>/fd<N>`
+    (zonal), `/fd<N>` (Flexible scale set); None when its place is not known."""
+    fd, ud = vm.get("fd"), vm.get("ud")
+    if not isinstance(fd, int) or isinstance(fd, bool):
+        return None
+    how = kind(vm)
+    if how == ZONAL:
+        zone = _UNSAFE.sub("-", str(vm.get("zone") or "")).strip("-")
+        return f"/zone{zone}/fd{fd}" if zone else None
+    if how == FLEX:
+        return f"/fd{fd}"
+    if not isinstance(ud, int) or isinstance(ud, bool):
+        return None
+    return f"/fd{fd}/ud{ud}"
+
+
 def rack_index(vms: list[dict[str, Any]]) -> dict[str, str]:
-    """name, short name and address (lower case) -> `/fd<N>/ud<M>`."""
+    """name, short name and address (lower case) -> the VM's rack (`rack_of`)."""
     index: dict[str, str] = {}
     short: dict[str, str] = {}
     for vm in vms:
         if not isinstance(vm, dict):
             continue
-        fd, ud = vm.get("fd"), vm.get("ud")
-        if not isinstance(fd, int) or not isinstance(ud, int):
+        rack = rack_of(vm)
+        if rack is None:
             continue
-        rack = f"/fd{fd}/ud{ud}"
         name = str(vm.get("name") or "").lower()
         if name:
             index[name] = rack
@@ -229,7 +301,9 @@ def hdfs(hosts: Sequence[str], url: str, token: str, cache_path: str, ttl: float
 def main_hdfs(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="quorumgate topology hdfs",
                                 description="HDFS rack-awareness script: one rack per "
-                                            "host or IP, in order")
+                                            "host or IP, in order: /fd<N>/ud<M> for an "
+                                            "availability set, /zone<Z>/fd<N> for zonal "
+                                            "VMs, /fd<N> for a Flexible scale set")
     p.add_argument("hosts", nargs="*", metavar="HOST_OR_IP")
     _coordinator_args(p)
     p.add_argument("--cache", help="cache file (default: $QG_TOPOLOGY_CACHE, else "
@@ -240,7 +314,9 @@ def main_hdfs(argv: Sequence[str]) -> int:
     p.add_argument("--timeout", type=float, default=2.0,
                    help="seconds to wait for the coordinator (default 2)")
     p.add_argument("--default-rack", default=os.environ.get("QG_DEFAULT_RACK") or DEFAULT_RACK,
-                   help="rack of unknown hosts (default /default-rack)")
+                   help="rack of unknown hosts (default /default-rack; give it the depth "
+                        "of the others, e.g. /fd-unknown/ud-unknown or "
+                        "/zone-unknown/fd-unknown)")
     args = p.parse_intermixed_args(list(argv))
     url = args.url.rstrip("/")
     try:
@@ -269,7 +345,11 @@ def main_labels(argv: Sequence[str]) -> int:
 
     p = argparse.ArgumentParser(prog="quorumgate topology labels",
                                 description="Kubernetes node labels for each VM (all VMs "
-                                            "when none is named)")
+                                            "when none is named): topology.kubernetes.io/"
+                                            "zone is <location>-<zone> for zonal VMs, "
+                                            "<location>-fd<N> otherwise; "
+                                            "quorumgate.io/maintenance-domain is the VM's "
+                                            "maintenance domain (ud-3, zone-2, fd-1)")
     p.add_argument("vms", nargs="*", metavar="VM")
     _coordinator_args(p)
     p.add_argument("--timeout", type=float, default=10.0)
@@ -287,9 +367,10 @@ def main_labels(argv: Sequence[str]) -> int:
         _say(f"error: unknown VM{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
         return 1
     names = args.vms or sorted(by_name)
-    labels = {name: node_labels(by_name[name].get("fd"), by_name[name].get("ud"),
-                                by_name[name].get("location") or "",
-                                by_name[name].get("zone") or "")
+    labels = {name: with_domain(node_labels(by_name[name].get("fd"), by_name[name].get("ud"),
+                                            by_name[name].get("location") or "",
+                                            by_name[name].get("zone") or ""),
+                                by_name[name])
               for name in names}
     if args.json:
         print(json.dumps(labels, indent=2, sort_keys=True))
@@ -297,6 +378,141 @@ def main_labels(argv: Sequence[str]) -> int:
         for name, values in labels.items():
             pairs = " ".join(f"{k}={v}" for k, v in values.items())
             print(f"kubectl label node {name} --overwrite {pairs}")
+    return 0
+
+
+MAINTENANCE_DOMAIN = "quorumgate.io/maintenance-domain"
+
+
+def with_domain(labels: dict[str, str], vm: dict[str, Any]) -> dict[str, str]:
+    """`labels` and, when the VM's maintenance domain is known, MAINTENANCE_DOMAIN."""
+    from registry.labels import label_value
+
+    domain = vm.get("maintenance_domain")
+    if isinstance(domain, str) and domain:
+        labels[MAINTENANCE_DOMAIN] = label_value(domain.lower().replace(" ", "-"))
+    return labels
+
+
+# ---------------------------------------------------------------- cassandra, kafka
+
+
+def rack_name(domain: str) -> str:
+    """A maintenance domain as a Cassandra rack or Kafka broker.rack: `UD 3` -> `ud3`,
+    `zone 2` -> `zone2`, `FD 1` -> `fd1`."""
+    return _UNSAFE.sub("-", domain.lower().replace(" ", "")).strip("-")
+
+
+def _racks(argv: Sequence[str], prog: str, description: str,
+           extra: Any = None) -> tuple[argparse.Namespace, dict[str, dict[str, Any]]] | int:
+    """Parse, fetch the VMs, and give each wanted VM's row; an exit code on failure."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("vms", nargs="*", metavar="VM")
+    _coordinator_args(p)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--json", action="store_true", help="{vm: {...}}")
+    if extra is not None:
+        extra(p)
+    args = p.parse_intermixed_args(list(argv))
+    url = args.url.rstrip("/")
+    token = _token(args.token)
+    try:
+        vms = fetch_vms(url, token, args.timeout)
+    except FetchError as exc:
+        _say(f"error: coordinator {url}: {exc}")
+        return 1
+    by_name = {vm["name"]: vm for vm in vms if isinstance(vm, dict) and vm.get("name")}
+    missing = [name for name in args.vms if name not in by_name]
+    if missing:
+        _say(f"error: unknown VM{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+        return 1
+    wanted = {name: by_name[name] for name in (args.vms or sorted(by_name))}
+    blind = [name for name, vm in wanted.items() if not vm.get("maintenance_domain")]
+    if blind:
+        why = "it reported none"
+        try:
+            status = get_json(url + "/v1/status",
+                              {"Authorization": f"Bearer {token}"} if token else {},
+                              args.timeout)
+            if isinstance(status, dict) and status.get("maintenance_domain_problem"):
+                why = str(status["maintenance_domain_problem"])
+        except FetchError:
+            pass
+        _say(f"error: no maintenance domain for {', '.join(blind)}: {why}")
+        return 1
+    return args, wanted
+
+
+def main_cassandra(argv: Sequence[str]) -> int:
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-prefer-local", action="store_true", help="prefer_local=false")
+        p.add_argument("-o", "--output", help="write this file (atomically; one VM only)")
+
+    got = _racks(argv, "quorumgate topology cassandra",
+                 "cassandra-rackdc.properties from the coordinator: dc = the VM's "
+                 "location, rack = its maintenance domain (ud3, zone2, fd1)", extra)
+    if isinstance(got, int):
+        return got
+    args, wanted = got
+    racks = {name: {"dc": str(vm.get("location") or ""),
+                    "rack": rack_name(vm["maintenance_domain"])}
+             for name, vm in wanted.items()}
+    no_dc = [name for name, r in racks.items() if not r["dc"]]
+    if no_dc:
+        _say(f"error: no location (the dc) for {', '.join(no_dc)}")
+        return 1
+    if args.json:
+        print(json.dumps(racks, indent=2, sort_keys=True))
+        return 0
+    if len(racks) != 1:
+        if args.output:
+            _say("error: -o writes one VM's file: name exactly one VM")
+            return 1
+        for name, r in racks.items():
+            print(f"{name}: dc={r['dc']} rack={r['rack']}")
+        return 0
+    (name, r), = racks.items()
+    domain = wanted[name]["maintenance_domain"]
+    text = (f"# cassandra-rackdc.properties for {name}, written by quorumgate topology "
+            f"cassandra\n# dc = location, rack = maintenance domain {domain}\n"
+            f"dc={r['dc']}\nrack={r['rack']}\n"
+            f"prefer_local={'false' if args.no_prefer_local else 'true'}\n")
+    return _write(text, args.output, "cassandra")
+
+
+def _write(text: str, output: str | None, command: str) -> int:
+    if not output:
+        sys.stdout.write(text)
+        return 0
+    tmp = f"{output}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, output)
+    except OSError as exc:
+        _say(f"{command}: error: cannot write {output}: {exc.strerror or exc}")
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return 1
+    return 0
+
+
+def main_kafka(argv: Sequence[str]) -> int:
+    got = _racks(argv, "quorumgate topology kafka",
+                 "broker.rack for each broker VM from the coordinator: its maintenance "
+                 "domain (ud3, zone2, fd1)")
+    if isinstance(got, int):
+        return got
+    args, wanted = got
+    racks = {name: rack_name(vm["maintenance_domain"]) for name, vm in wanted.items()}
+    if args.json:
+        print(json.dumps({name: {"broker.rack": rack} for name, rack in racks.items()},
+                         indent=2, sort_keys=True))
+    elif len(racks) == 1:
+        print(f"broker.rack={next(iter(racks.values()))}")
+    else:
+        for name, rack in racks.items():
+            print(f"{name}: broker.rack={rack}")
     return 0
 
 
@@ -313,15 +529,30 @@ def main_rackdc(argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------- dispatch
 
 SUBCOMMANDS = {
-    "hdfs": (main_hdfs, "HDFS rack-awareness script: HOST_OR_IP... -> /fd<N>/ud<M>"),
-    "labels": (main_labels, "Kubernetes node labels per VM (kubectl lines or --json)"),
-    "rackdc": (main_rackdc, "cassandra-rackdc.properties for this VM from IMDS"),
+    "hdfs": (main_hdfs, "HDFS rack-awareness script: HOST_OR_IP... -> /fd<N>/ud<M> "
+                        "(availability set), /zone<Z>/fd<N> (zonal), /fd<N> (Flexible "
+                        "scale set)"),
+    "labels": (main_labels, "Kubernetes node labels per VM (kubectl lines or --json): "
+                            "zone = <location>-<zone> for zonal VMs, <location>-fd<N> "
+                            "otherwise; quorumgate.io/maintenance-domain"),
+    "cassandra": (main_cassandra, "cassandra-rackdc.properties from the coordinator: dc = "
+                                  "location, rack = the maintenance domain (ud3, zone2, "
+                                  "fd1)"),
+    "kafka": (main_kafka, "broker.rack = the broker VM's maintenance domain (ud3, zone2, "
+                          "fd1)"),
+    "rackdc": (main_rackdc, "cassandra-rackdc.properties for this VM from IMDS alone "
+                            "(rack = its fault domain)"),
 }
 
 
 def usage() -> str:
-    lines = ["usage: quorumgate topology <hdfs|labels|rackdc> [options]", ""]
-    lines += [f"  {name:<7} {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    lines = ["usage: quorumgate topology <hdfs|labels|cassandra|kafka|rackdc> [options]", "",
+             "The maintenance domain is the unit a rollout takes down: the update domain of "
+             "an", "availability set, the zone of zonal VMs, the fault domain of a "
+             "Flexible scale set.", ""]
+    for name, (_, summary) in SUBCOMMANDS.items():
+        lines += textwrap.wrap(summary, width=88, initial_indent=f"  {name:<10}",
+                               subsequent_indent=" " * 12)
     return "\n".join(lines)
 
 

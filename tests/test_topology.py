@@ -1,6 +1,8 @@
 """`quorumgate topology`: the HDFS rack script run as HDFS runs it (a subprocess, timed),
-with the coordinator up, down (cache) and absent; Kubernetes labels against a real
-coordinator; cassandra-rackdc.properties against the IMDS emulator."""
+with the coordinator up, down (cache) and absent; Kubernetes labels, Cassandra racks and
+Kafka broker.rack against a real coordinator for an availability set, a zonal cluster, a
+Flexible scale set and a mixed cluster; cassandra-rackdc.properties against the IMDS
+emulator."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from registry import labels
 from registry.codec import encode
 from registry.layout import Layout
 from registry.records import VMRegistration, VMState
-from tests.coordinator.test_api_support import VIEWER, Api, running
+from tests.coordinator.test_api_support import OPERATOR, VIEWER, Api, foreign_leader, running
+from tests.coordinator.test_domains_api import flex_cluster, put_vm, zonal_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 QUORUMGATE = str(ROOT / ".venv" / "bin" / "quorumgate")
@@ -41,6 +44,8 @@ def _vm(zk: KazooClient, layout: Layout, name: str, fd: int, ud: int, address: s
 
 @pytest.fixture
 def cluster(zk: KazooClient, zk_layout: Layout) -> Layout:
+    """Three availability-set VMs and a zonal one: a mixed cluster (no maintenance domain
+    until the policy names one); each VM's HDFS rack follows its own deployment."""
     ensure_layout(zk, zk_layout)
     _vm(zk, zk_layout, "dn-0", 0, 0, "10.1.0.4")
     _vm(zk, zk_layout, "dn-1", 1, 1, "10.1.0.5")
@@ -97,7 +102,7 @@ def _report_timings() -> Iterator[None]:
 
 HOSTS = ["10.1.0.5", "dn-0", "dn-1.corp.example.com", "DN-2", "10.1.0.6", "zonal-1",
          "10.9.9.9", "stranger.example.com", "10.1.0.4:9866"]
-RACKS = ["/fd1/ud1", "/fd0/ud0", "/fd1/ud1", "/fd2/ud3", "/fd2/ud3", "/fd0/ud2",
+RACKS = ["/fd1/ud1", "/fd0/ud0", "/fd1/ud1", "/fd2/ud3", "/fd2/ud3", "/zone2/fd0",
          "/default-rack", "/default-rack", "/fd0/ud0"]
 
 
@@ -223,6 +228,8 @@ def _topology(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_labels_against_a_coordinator(api: Api) -> None:
+    """A mixed cluster: the labels of each VM's own place, and no maintenance-domain label
+    while the cluster has no unit."""
     done = _topology("labels", "--url", api.url, "--token", VIEWER, "dn-1", "zonal-1")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
@@ -300,6 +307,11 @@ def test_topology_usage() -> None:
     assert _topology().returncode == 2
     helped = _topology("--help")
     assert helped.returncode == 0 and "hdfs" in helped.stdout and "rackdc" in helped.stdout
+    words = " ".join(helped.stdout.split())
+    for text in ("/zone<Z>/fd<N>", "cassandra", "broker.rack", "maintenance domain"):
+        assert text in words, text
+    hdfs_help = " ".join(_topology("hdfs", "--help").stdout.split())
+    assert "/zone<Z>/fd<N>" in hdfs_help and "Flexible scale set" in hdfs_help
     assert _topology("nope").returncode == 2
 
 
@@ -311,3 +323,98 @@ def test_agent_rackdc_is_the_same_command() -> None:
                               text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "dc=westeurope\nrack=fd2\nprefer_local=true" in done.stdout
+
+
+# ---------------------------------------------------------------- maintenance domains
+
+
+def _availability_set(zk: KazooClient, layout: Layout) -> list[str]:
+    """a<i>: FD i, UD i (i = 0..2), address 10.5.0.<i+4>."""
+    ensure_layout(zk, layout)
+    for i in range(3):
+        put_vm(zk, layout, f"a{i}", fd=i, ud=i, address=f"10.5.0.{i + 4}")
+    return ["a0", "a1", "a2"]
+
+
+CASES = {
+    # builder, a VM and its address, its HDFS rack, its zone label and zone source, its
+    # maintenance-domain label, its Cassandra rack / Kafka broker.rack
+    "availability set": (_availability_set, "a1", "10.5.0.5", "/fd1/ud1",
+                         ("westeurope-fd1", "fault-domain"), "ud-1", "ud1"),
+    "zonal": (zonal_cluster, "z2-1", "10.2.2.5", "/zone2/fd1", ("westeurope-2", "zone"),
+              "zone-2", "zone2"),
+    "flex": (flex_cluster, "f1-0", "10.3.1.4", "/fd1", ("westeurope-fd1", "fault-domain"),
+             "fd-1", "fd1"),
+}
+
+
+@pytest.fixture(params=list(CASES))
+def deployed(request: pytest.FixtureRequest, zk_hosts: str, zk: KazooClient,
+             zk_layout: Layout) -> Iterator[tuple[str, Api]]:
+    """An availability set, a zonal cluster (zones 1-3 x FDs 0-1) or a Flexible scale set
+    (FDs 0-2 x 2), registered as their agents do."""
+    from tests.helpers import wait_until
+
+    count = len(CASES[request.param][0](zk, zk_layout))
+    with foreign_leader(zk, zk_layout), running(zk_hosts, zk_layout) as served:
+        wait_until(lambda: len(served.node.cache.view().vm_states) == count, 10)
+        yield request.param, served
+
+
+def test_outputs_follow_the_maintenance_domain(deployed: tuple[str, Api],
+                                              env: dict[str, str], tmp_path: Path) -> None:
+    kind, api = deployed
+    _, vm, address, rack, (zone, source), label, name = CASES[kind]
+    env = {**env, "QG_URL": api.url, "QG_TOKEN": VIEWER}
+    done = hdfs(f"{kind}: name and address", env, vm, address, "nowhere")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [rack, rack, "/default-rack"]
+    cached = json.loads(Path(env["QG_TOPOLOGY_CACHE"]).read_text())["vms"]
+    assert {"zone", "scale_set", "kind"} <= set(cached[0])  # the warm cache answers alike
+    assert hdfs(f"{kind}: warm cache", env, vm).stdout == rack + "\n"
+
+    coordinator = ("--url", api.url, "--token", VIEWER)
+    labels_json = json.loads(_topology("labels", *coordinator, "--json", vm).stdout)[vm]
+    assert labels_json["topology.kubernetes.io/zone"] == zone
+    assert labels_json["quorumgate.io/zone-source"] == source
+    assert labels_json["quorumgate.io/maintenance-domain"] == label
+    assert ("quorumgate.io/update-domain" in labels_json) == (kind == "availability set")
+
+    one = _topology("cassandra", *coordinator, vm)
+    assert one.returncode == 0, one.stderr
+    body = [line for line in one.stdout.splitlines() if not line.startswith("#")]
+    assert body == ["dc=westeurope", f"rack={name}", "prefer_local=true"]
+    out = tmp_path / "cassandra-rackdc.properties"
+    assert _topology("cassandra", *coordinator, vm, "-o", str(out)).returncode == 0
+    assert f"dc=westeurope\nrack={name}\nprefer_local=true\n" in out.read_text()
+    every = _topology("cassandra", *coordinator)
+    assert f"{vm}: dc=westeurope rack={name}" in every.stdout.splitlines()
+    racks = {r["rack"] for r in json.loads(_topology("cassandra", *coordinator,
+                                                     "--json").stdout).values()}
+    assert len(racks) == 3  # three UDs, three zones, three FDs
+
+    kafka = _topology("kafka", *coordinator, vm)
+    assert kafka.returncode == 0 and kafka.stdout == f"broker.rack={name}\n"
+    brokers = json.loads(_topology("kafka", *coordinator, "--json").stdout)
+    assert brokers[vm] == {"broker.rack": name}
+    assert len({b["broker.rack"] for b in brokers.values()}) == 3
+
+
+def test_a_mixed_cluster_has_no_cassandra_or_kafka_rack_until_the_policy_names_one(
+        api: Api) -> None:
+    coordinator = ("--url", api.url, "--token", VIEWER)
+    for command in ("cassandra", "kafka"):
+        done = _topology(command, *coordinator, "dn-1")
+        assert done.returncode == 1 and done.stdout == ""
+        assert "no maintenance domain for dn-1: the cluster mixes deployments" in done.stderr
+        assert "set policy maintenance_domain" in done.stderr
+    api.client(OPERATOR).patch("/v1/policy", json={"maintenance_domain": "fault_domain"}
+                               ).raise_for_status()
+    from tests.helpers import wait_until
+
+    wait_until(lambda: api.node.cache.view().policy.maintenance_domain == "fault_domain", 10)
+    assert _topology("kafka", *coordinator, "zonal-1").stdout == "broker.rack=fd0\n"
+    labels_json = json.loads(_topology("labels", *coordinator, "--json", "dn-1").stdout)
+    assert labels_json["dn-1"]["quorumgate.io/maintenance-domain"] == "fd-1"
+    unknown = _topology("cassandra", *coordinator, "dn-9")
+    assert unknown.returncode == 1 and "unknown VM: dn-9" in unknown.stderr
