@@ -309,3 +309,38 @@ def test_an_acknowledgement_counts_from_its_claim_when_zookeeper_says_when() -> 
     at_post = [best_effort, *down_outages([ours, other])]
     assert [v.kind for v in safety_violations(timeline([ours, other], at_post), rules)] == [
         "domains"]
+
+
+# vm-0..vm-5 as zonal VMs: vm-i in zone i % 3 + 1 (IMDS reports UD 0 for all of them)
+ZONE_OF = {f"vm-{i}": str(i % 3 + 1) for i in range(6)}
+
+
+def zonal(events: list[EventTruth], outages: list[Outage], groups=(GROUP,)) -> Timeline:
+    return Timeline({e.event_id: e for e in events}, list(outages), list(groups), ZONE_OF,
+                    [], 0.0, 5000.0, domain="zone")
+
+
+def test_zones_are_the_budget_of_a_zonal_cluster() -> None:
+    """Two VMs of one zone out together are one domain; two zones are two. Counted in
+    update domains (every zonal VM reports UD 0) the overlap would look like one."""
+    e1, o1 = acked("E1", "vm-0", 100.0, back=300.0)   # zone 1
+    e2, o2 = acked("E2", "vm-3", 150.0, back=350.0)   # zone 1
+    assert safety_violations(zonal([e1, e2], o1 + o2), Rules()) == []
+    e3, o3 = acked("E3", "vm-4", 200.0, back=400.0)   # zone 2
+    found = safety_violations(zonal([e1, e2, e3], o1 + o2 + o3), Rules())
+    assert [v.kind for v in found] == ["domains"]
+    assert found[0].text == ("at +200s vm-4 went out because of us while zones [1, 2] were "
+                             "out (max 1)")
+    assert any(line.startswith("vm-4 (zone 2): drain for E3") for line in found[0].timeline)
+    as_uds = Timeline({e.event_id: e for e in (e1, e2, e3)}, o1 + o2 + o3, [GROUP],
+                      dict.fromkeys(ZONE_OF, 0), [], 0.0, 5000.0)
+    assert safety_violations(as_uds, Rules()) == [], "the wrong unit misses it"
+
+
+def test_liveness_says_which_zones_are_out() -> None:
+    held = event("H", ("vm-1",), created=0.0, not_before=900.0, cause="not_before",
+                 started=900.0, down=900.0, ended=960.0)
+    e1, o1 = acked("E1", "vm-0", 0.0, back=2000.0)   # zone 1, the whole notice
+    verdict = classify(zonal([e1, held], o1, ()), Rules(ack_bound_s=600.0))["H"]
+    assert not verdict.acknowledgeable
+    assert verdict.unsafe_because == "zones [1] out; the event's: [2]"

@@ -247,9 +247,18 @@ class Timeline:
         return f"{DOMAIN_LABELS.get(self.domain, self.domain)} {self.ud_of[vm]}"
 
 
-def _ordered(values: Iterable[int | str]) -> list[int | str]:
-    """Domains in a stable order (numbers first, then names)."""
-    return sorted(set(values), key=lambda v: (isinstance(v, str), str(v).zfill(8)))
+class _Domains(list[int | str]):
+    """Domains in a stable order (numbers first, then names), printed `[0, 1]`, `[1, 3]`."""
+
+    def __init__(self, values: Iterable[int | str]) -> None:
+        super().__init__(sorted(set(values), key=lambda v: (isinstance(v, str),
+                                                           str(v).zfill(8))))
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(map(str, self)) + "]"
+
+
+_ordered = _Domains
 
 
 def down_outages(events: Iterable[EventTruth],
