@@ -228,6 +228,17 @@ class CellVM(BaseModel):
     name: str
     state: VMDisplayState
     reserved_by: str | None = None
+    zone: str = Field("", description="the VM's availability zone (\"\" when none)")
+    kind: str = Field("", description="how the VM was deployed: zonal, flexible scale set "
+                                      "or availability set")
+    maintenance_domain: str | None = Field(
+        None, description="the VM's maintenance domain (\"UD 3\", \"zone 2\", \"FD 1\"; "
+                          "null when unknown), as in GET /v1/vms")
+
+
+def cell_vm(row: VMRow) -> CellVM:
+    return CellVM(name=row.name, state=row.state, reserved_by=row.reserved_by, zone=row.zone,
+                  kind=row.kind, maintenance_domain=row.maintenance_domain)
 
 
 class Cell(BaseModel):
@@ -306,7 +317,7 @@ def topology(rows: Iterable[VMRow], mode: DomainMode | None = DomainMode.UPDATE_
     grid: dict[tuple[int, int], list[CellVM]] = {(fd, ud): [] for fd in fds for ud in uds}
     for r in placed:
         assert r.fd is not None and r.ud is not None
-        grid[(r.fd, r.ud)].append(CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by))
+        grid[(r.fd, r.ud)].append(cell_vm(r))
     where = {r.name: _grid_place(r, mode) for r in rows}
     labels = [p for p in where.values() if p is not None]
     row_labels = sorted({p[0] for p in labels}, key=natural_key)
@@ -315,19 +326,16 @@ def topology(rows: Iterable[VMRow], mode: DomainMode | None = DomainMode.UPDATE_
         (row, column): [] for row in row_labels for column in columns}
     for r in rows:
         if (at := where[r.name]) is not None:
-            domain_grid[at].append(CellVM(name=r.name, state=r.state,
-                                          reserved_by=r.reserved_by))
+            domain_grid[at].append(cell_vm(r))
     return Topology(
         fds=fds, uds=uds,
         cells=[Cell(fd=fd, ud=ud, vms=vms) for (fd, ud), vms in grid.items()],
-        unplaced=[CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by)
-                  for r in rows if r.fd is None or r.ud is None],
+        unplaced=[cell_vm(r) for r in rows if r.fd is None or r.ud is None],
         maintenance_domain=mode, maintenance_domain_policy=policy,
         maintenance_domain_problem=problem, columns=columns, rows=row_labels,
         grid=[DomainCell(row=row, column=column, vms=vms)
               for (row, column), vms in domain_grid.items()],
-        grid_unplaced=[CellVM(name=r.name, state=r.state, reserved_by=r.reserved_by)
-                       for r in rows if where[r.name] is None])
+        grid_unplaced=[cell_vm(r) for r in rows if where[r.name] is None])
 
 
 @per_view

@@ -149,7 +149,9 @@ def test_reads_reflect_zookeeper(follower: Api, zk: KazooClient, cluster: Layout
     topo = c.get("/v1/topology").raise_for_status().json()
     assert topo["fds"] == [0, 1] and topo["uds"] == [0, 1, 2] and len(topo["cells"]) == 6
     cell = next(x for x in topo["cells"] if (x["fd"], x["ud"]) == (1, 0))
-    assert cell["vms"] == [{"name": "vm-3", "state": "rebooting", "reserved_by": "E-start"}]
+    assert cell["vms"] == [{"name": "vm-3", "state": "rebooting", "reserved_by": "E-start",
+                            "zone": "", "kind": "availability set",
+                            "maintenance_domain": "UD 0"}]
     assert topo["maintenance_domain"] == "update_domain"
     assert topo["columns"] == ["UD 0", "UD 1", "UD 2"] and topo["rows"] == ["FD 0", "FD 1"]
     same = next(x for x in topo["grid"] if (x["row"], x["column"]) == ("FD 1", "UD 0"))

@@ -126,6 +126,9 @@ def test_zonal_rows_grid_and_status(zonal: Api) -> None:
     cells = {(cell["row"], cell["column"]): [v["name"] for v in cell["vms"]]
              for cell in topo["grid"]}
     assert len(cells) == 6 and cells[("FD 1", "zone 2")] == ["z2-1"]
+    one = next(c for c in topo["grid"] if c["column"] == "zone 2" and c["row"] == "FD 1")
+    assert one["vms"][0]["maintenance_domain"] == "zone 2" and one["vms"][0]["kind"] == "zonal"
+    assert one["vms"][0]["zone"] == "2"
     assert topo["grid_unplaced"] == []
     # the FD x UD grid is kept: without update domains every VM is outside it
     assert topo["uds"] == [] and len(topo["unplaced"]) == 6
