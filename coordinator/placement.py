@@ -131,11 +131,24 @@ class Placement(BaseModel):
         "zonal cluster \"FD 1 in zone 2\"; null when unknown)")
 
 
+Keys = dict[str, tuple[Domain | None, FaultDomain | None]]
+"""Each VM's maintenance domain and fault domain, worked out once per call."""
+
+
+def _keys(mode: DomainMode, vms: Iterable[Located]) -> Keys:
+    out: Keys = {}
+    for v in vms:
+        where = where_of(v)
+        out[v.name] = (domain_of(mode, where), fault_of(where))
+    return out
+
+
 class _Spread:
     """The distinct maintenance and fault domains of a set of VMs, and its score."""
 
-    def __init__(self, mode: DomainMode, vms: Iterable[Located] = ()) -> None:
+    def __init__(self, mode: DomainMode, keys: Keys, vms: Iterable[Located] = ()) -> None:
         self.mode = mode
+        self.keys = keys
         self.domains: set[Domain] = set()
         self.faults: set[FaultDomain] = set()
         self.uds: set[int] = set()
@@ -143,10 +156,10 @@ class _Spread:
             self.add(v)
 
     def add(self, v: Located) -> None:
-        where = where_of(v)
-        if (domain := domain_of(self.mode, where)) is not None:
+        domain, fault = self.keys[v.name]
+        if domain is not None:
             self.domains.add(domain)
-        if (fault := fault_of(where)) is not None:
+        if fault is not None:
             self.faults.add(fault)
         if v.ud is not None:
             self.uds.add(v.ud)
@@ -155,8 +168,7 @@ class _Spread:
         """(first, then) to maximise; an unknown domain spreads nothing."""
         domains, faults = len(self.domains), len(self.faults)
         if extra is not None:
-            where = where_of(extra)
-            domain, fault = domain_of(self.mode, where), fault_of(where)
+            domain, fault = self.keys[extra.name]
             domains += domain is not None and domain not in self.domains
             faults += fault is not None and fault not in self.faults
         if self.mode is DomainMode.UPDATE_DOMAIN:
@@ -174,6 +186,11 @@ def place(request: PlacementRequest, vms: Mapping[str, Located], groups: Sequenc
     `mode` is the policy's `maintenance_domain`: `auto` resolves it from the VMs
     (MixedCluster when they mix deployments)."""
     concrete = cluster_mode(mode, vms)
+    return _place(request, vms, groups, concrete, _keys(concrete, vms.values()))
+
+
+def _place(request: PlacementRequest, vms: Mapping[str, Located], groups: Sequence[Group],
+           concrete: DomainMode, keys: Keys) -> Placement:
     unknown = [name for name in request.holding if name not in vms]
     if unknown:
         raise PlacementError(f"holding lists unknown VMs: {', '.join(sorted(unknown))}")
@@ -193,10 +210,10 @@ def place(request: PlacementRequest, vms: Mapping[str, Located], groups: Sequenc
             f"eligible ({len(vms)} known, {dead} not live, {len(excluded & set(vms))} "
             f"excluded or already holding)")
     starts = [None, *sorted(candidates, key=lambda v: (load[v.name], v.name))[:MULTI_START]]
-    runs = [_greedy(concrete, kept, candidates, needed, load, first) for first in starts]
-    chosen = min(runs, key=lambda run: _quality(concrete, kept + run, load))
+    runs = [_greedy(concrete, keys, kept, candidates, needed, load, first) for first in starts]
+    chosen = min(runs, key=lambda run: _quality(concrete, keys, kept + run, load))
     everyone = kept + chosen
-    spread = _Spread(concrete, everyone)
+    spread = _Spread(concrete, keys, everyone)
     notes = []
     if concrete is not DomainMode.FAULT_DOMAIN and len(spread.domains) < len(everyone):
         notes.append(f"only {len(spread.domains)} distinct {NAMES[concrete]}s for "
@@ -204,7 +221,7 @@ def place(request: PlacementRequest, vms: Mapping[str, Located], groups: Sequenc
     if len(spread.faults) < len(everyone):
         notes.append(f"only {len(spread.faults)} distinct fault domains for {len(everyone)} "
                      "replicas")
-    blind = [v.name for v in everyone if domain_of(concrete, where_of(v)) is None]
+    blind = [v.name for v in everyone if keys[v.name][0] is None]
     if blind:
         notes.append(f"{', '.join(blind)} report{'s' if len(blind) == 1 else ''} no "
                      f"{NAMES[concrete]}: {'it spreads' if len(blind) == 1 else 'they spread'}"
@@ -214,9 +231,8 @@ def place(request: PlacementRequest, vms: Mapping[str, Located], groups: Sequenc
                      fault_domains=len(spread.faults), update_domains=len(spread.uds),
                      spread=first, load={v.name: load[v.name] for v in chosen}, notes=notes,
                      maintenance_domain=concrete, maintenance_domains=len(spread.domains),
-                     domains={v.name: _text(domain_of(concrete, where_of(v)))
-                              for v in everyone},
-                     faults={v.name: _text(fault_of(where_of(v))) for v in everyone})
+                     domains={v.name: _text(keys[v.name][0]) for v in everyone},
+                     faults={v.name: _text(keys[v.name][1]) for v in everyone})
 
 
 def _text(unit: Domain | FaultDomain | None) -> str | None:
@@ -228,11 +244,11 @@ MULTI_START = 24
 into a corner (spread reached only through loaded VMs) that another start avoids."""
 
 
-def _greedy(mode: DomainMode, kept: list[Located], candidates: list[Located], needed: int,
-            load: Counter[str], first: Located | None) -> list[Located]:
+def _greedy(mode: DomainMode, keys: Keys, kept: list[Located], candidates: list[Located],
+            needed: int, load: Counter[str], first: Located | None) -> list[Located]:
     pool = list(candidates)
     chosen: list[Located] = []
-    spread = _Spread(mode, kept)
+    spread = _Spread(mode, keys, kept)
     for _ in range(needed):
         if first is not None and not chosen:
             best = first
@@ -248,10 +264,10 @@ def _greedy(mode: DomainMode, kept: list[Located], candidates: list[Located], ne
     return chosen
 
 
-def _quality(mode: DomainMode, vms: list[Located],
+def _quality(mode: DomainMode, keys: Keys, vms: list[Located],
              load: Counter[str]) -> tuple[int, int, int, list[str]]:
     """Smaller is better: widest spread, then least load, then names (determinism)."""
-    wide, then = _Spread(mode, vms).score()
+    wide, then = _Spread(mode, keys, vms).score()
     return (-wide, -then, sum(load[v.name] for v in vms), sorted(v.name for v in vms))
 
 
@@ -300,12 +316,13 @@ def audit(vms: Mapping[str, Located], groups: Sequence[Group],
     """One line per group, worst first: would a rollout block (held, then forced) on it?
     MixedCluster when `mode` does not resolve."""
     concrete = cluster_mode(mode, vms)
-    out = [_audit_group(g, vms, groups, concrete) for g in groups]
+    keys = _keys(concrete, vms.values())
+    out = [_audit_group(g, vms, groups, concrete, keys) for g in groups]
     return sorted(out, key=lambda a: (a.ud_safe and a.fd_safe, a.group))
 
 
 def _audit_group(group: Group, vms: Mapping[str, Located], groups: Sequence[Group],
-                 mode: DomainMode, suggest: bool = True) -> GroupAudit:
+                 mode: DomainMode, keys: Keys, suggest: bool = True) -> GroupAudit:
     members = list(dict.fromkeys(group.members))
     known = [vms[m] for m in members if m in vms]
     live = [v for v in known if v.live]
@@ -314,10 +331,10 @@ def _audit_group(group: Group, vms: Mapping[str, Located], groups: Sequence[Grou
     losses: tuple[tuple[str, dict[Domain | FaultDomain, list[str]]], ...] = (
         ("update", {}), ("fault", {}))
     for v in known:
-        where = where_of(v)
-        if (domain := domain_of(mode, where)) is not None:
+        domain, fault = keys[v.name]
+        if domain is not None:
             losses[0][1].setdefault(domain, []).append(v.name)
-        if (fault := fault_of(where)) is not None:
+        if fault is not None:
             losses[1][1].setdefault(fault, []).append(v.name)
     for kind, by_domain in losses:
         for unit, names in sorted(by_domain.items(), key=lambda item: _order(item[0])):
@@ -328,7 +345,7 @@ def _audit_group(group: Group, vms: Mapping[str, Located], groups: Sequence[Grou
                                            members=sorted(names), left=left))
     ud_safe = not any(b.kind == "update" for b in blocking)
     fd_safe = not any(b.kind == "fault" for b in blocking)
-    fix = (_fix(group, members, blocking, vms, groups, mode) if blocking and suggest
+    fix = (_fix(group, members, blocking, vms, groups, mode, keys) if blocking and suggest
            else None)
     if ud_safe and fd_safe:
         verdict = f"safe: any one {NAMES[mode]} or fault domain can go"
@@ -358,21 +375,22 @@ def _order(unit: Domain | FaultDomain) -> tuple[str, int, str]:
 
 
 def _fix(group: Group, members: list[str], blocking: list[DomainLoss],
-         vms: Mapping[str, Located], groups: Sequence[Group], mode: DomainMode) -> Move | None:
+         vms: Mapping[str, Located], groups: Sequence[Group], mode: DomainMode,
+         keys: Keys) -> Move | None:
     """One move that makes the group safe: the member in the most blocking domains goes
     to the VM that spreads the rest best. None when no single move is enough."""
     crowded = Counter(m for loss in blocking for m in loss.members)
     for leaving, _ in sorted(crowded.items(), key=lambda item: (-item[1], item[0])):
         staying = [m for m in members if m != leaving and m in vms]
         try:
-            target = place(PlacementRequest(replicas=len(staying) + 1, group=group.name,
-                                            holding=staying, exclude=[leaving]), vms, groups,
-                           mode)
+            target = _place(PlacementRequest(replicas=len(staying) + 1, group=group.name,
+                                             holding=staying, exclude=[leaving]), vms, groups,
+                            mode, keys)
         except PlacementError:
             continue
         moved = Group(name=group.name, members=target.vms,
                       min_available=group.min_available)
-        if _audit_group(moved, vms, groups, mode, suggest=False).blocking:
+        if _audit_group(moved, vms, groups, mode, keys, suggest=False).blocking:
             continue
         to = target.chosen[0]
         shared = list(dict.fromkeys(loss.unit for loss in blocking if leaving in loss.members))
