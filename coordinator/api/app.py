@@ -32,15 +32,20 @@ DASHBOARD_MODULE = "coordinator.api.dashboard"
 """A module with a `router` (the dashboard page at `/` and its assets), included if present."""
 
 TAGS = [
-    {"name": "vms", "description": "VMs and the fault x update domain grid (viewer)"},
+    {"name": "vms", "description": "VMs with their maintenance domain (the update domain "
+                                   "of an availability set, the zone of zonal VMs, the "
+                                   "fault domain of a Flexible scale set) and the grid of "
+                                   "maintenance domains x fault domains (viewer)"},
     {"name": "groups", "description": "Replica groups; writes need the operator role"},
     {"name": "events", "description": "Scheduled events and our decisions; hold, release, "
                                       "force, retry need the operator role. An event id "
                                       "may be abbreviated to a unique prefix, in any case "
                                       "(409 with `matches` when several events share it)"},
     {"name": "policy and status", "description": "Policy, pause/resume, status, audit log"},
-    {"name": "placement", "description": "Where replicas should go; which groups block a "
-                                         "rollout (viewer)"},
+    {"name": "placement", "description": "Where replicas should go, spread over maintenance "
+                                         "and fault domains; which groups block a rollout "
+                                         "(viewer; 409 for a cluster that mixes deployments "
+                                         "while the policy names no maintenance_domain)"},
     {"name": "health", "description": "Probes and metrics, no token"},
 ]
 
