@@ -192,8 +192,11 @@ def per_view(fn: Callable[[ClusterView], T]) -> Callable[[ClusterView], T]:
 
 @per_view
 def cluster_domains(view: ClusterView) -> tuple[DomainMode | None, str]:
-    """The cluster's maintenance unit under its policy, resolved over every known VM as the
-    safety core resolves it; (None, why) for a cluster that mixes deployments."""
+    """The cluster's maintenance unit under its policy, as the safety core resolves it
+    (the mirror's own, kept per change of VMs or policy; else resolved over every known
+    VM); (None, why) for a cluster that mixes deployments."""
+    if view.domains is not None:
+        return view.domains
     return resolve(view.policy.maintenance_domain,
                    ((name, where_of(info)) for name, info in placements(view).items()))
 
