@@ -2,7 +2,11 @@
 cassandra-rackdc.properties from IMDS, through the agent's own IMDS client (the only one:
 `Metadata: true`, no proxy, no redirects, rate limit, retries with backoff).
 
-dc = compute.location, rack = the fault domain (GossipingPropertyFileSnitch).
+dc = compute.location, rack = the VM's maintenance domain (GossipingPropertyFileSnitch):
+`ud<M>` in an availability set, `zone<Z>` for a zonal VM, `fd<N>` in a Flexible scale set
+(registry/domains.py) — the unit the platform takes down together, so that Cassandra's
+NetworkTopologyStrategy keeps replicas in different units. `--rack-by fault-domain` keeps
+`fd<N>` everywhere (spread against hardware failure instead).
 """
 
 from __future__ import annotations
@@ -14,21 +18,32 @@ from collections.abc import Sequence
 
 from agent.imds import DEFAULT_URL, ImdsClient, ImdsError
 from agent.imds_models import InstanceMetadata
+from registry.domains import DomainMode, Where, domain_of, kind_of, resolve
 
 
 class RackdcError(Exception):
     pass
 
 
-def rackdc_properties(meta: InstanceMetadata, prefer_local: bool = True) -> str:
+def rackdc_properties(meta: InstanceMetadata, prefer_local: bool = True,
+                      rack_by: str = "maintenance-domain") -> str:
     if not meta.location.strip():
         raise RackdcError("IMDS gave no compute.location (the dc)")
-    if meta.fd is None:
-        raise RackdcError("IMDS gave no usable platformFaultDomain")
+    where = Where(meta.fd, meta.ud, meta.zone, meta.scale_set)
+    if rack_by == "fault-domain":
+        mode: DomainMode | None = DomainMode.FAULT_DOMAIN
+    else:
+        mode, _ = resolve(DomainMode.AUTO, [(meta.name, where)])
+    domain = domain_of(mode, where) if mode is not None else None
+    if domain is None:
+        what = "platformFaultDomain" if mode is DomainMode.FAULT_DOMAIN else (
+            "zone" if mode is DomainMode.ZONE else "platformUpdateDomain")
+        raise RackdcError(f"IMDS gave no usable {what} ({kind_of(where)})")
+    rack = f"{domain.kind.lower()}{domain.value}"
     return (f"# cassandra-rackdc.properties for {meta.name}, written by quorumgate topology "
             f"rackdc from IMDS\n"
-            f"# dc = compute.location, rack = fault domain {meta.fd}\n"
-            f"dc={meta.location.strip()}\nrack=fd{meta.fd}\n"
+            f"# dc = compute.location, rack = {domain} ({kind_of(where)})\n"
+            f"dc={meta.location.strip()}\nrack={rack}\n"
             f"prefer_local={'true' if prefer_local else 'false'}\n")
 
 
@@ -50,13 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds for IMDS, retries included (default 120: a VM's first "
                         "IMDS call may take that long)")
     p.add_argument("--no-prefer-local", action="store_true", help="prefer_local=false")
+    p.add_argument("--rack-by", choices=["maintenance-domain", "fault-domain"],
+                   default="maintenance-domain",
+                   help="rack = the maintenance domain (ud<M>, zone<Z>, fd<N>; default) or "
+                        "the fault domain (fd<N>)")
     p.add_argument("-o", "--output", help="write this file (atomically) instead of stdout")
     args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
     client = ImdsClient(args.imds_url, first_call_timeout_s=args.timeout,
                         timeout_s=min(5.0, args.timeout), deadline_s=args.timeout,
                         max_attempts=8)
     try:
-        text = rackdc_properties(client.instance(), prefer_local=not args.no_prefer_local)
+        text = rackdc_properties(client.instance(), prefer_local=not args.no_prefer_local,
+                                 rack_by=args.rack_by)
     except ImdsError as exc:
         print(f"quorumgate topology rackdc: error: IMDS {args.imds_url}: {_reason(exc)}",
               file=sys.stderr)

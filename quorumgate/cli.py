@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zk": ("quorumgate_testbed.zkserver",
            "run a local ZooKeeper (standalone or ensemble) [test bed]"),
     "topology": ("quorumgate.topology",
-                 "topology tools: HDFS rack script, Kubernetes labels, Cassandra rackdc"),
+                 "topology tools: HDFS rack script, Kubernetes labels, Cassandra rackdc, "
+                 "Kafka broker.rack"),
     # operator commands against the coordinator API (quorumgate/ctl.py)
     "status": ("quorumgate.ctl:main_status", "cluster and coordinator status at a glance"),
     "vms": ("quorumgate.ctl:main_vms", "VMs with fault/update domain and state (--grid)"),

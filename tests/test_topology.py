@@ -259,13 +259,17 @@ def test_rackdc_from_the_imds_emulator(tmp_path: Path) -> None:
         done = _topology("rackdc", "--imds-url", emu.vm_url("vm-4"))
         assert done.returncode == 0, done.stderr
         body = [line for line in done.stdout.splitlines() if not line.startswith("#")]
-        assert body == ["dc=westeurope", "rack=fd1", "prefer_local=true"]
-        assert "vm-4" in done.stdout
+        ud = emu.vm("vm-4")["ud"]
+        assert body == ["dc=westeurope", f"rack=ud{ud}", "prefer_local=true"]
+        assert "vm-4" in done.stdout and f"rack = UD {ud} (availability set)" in done.stdout
+        by_fd = _topology("rackdc", "--imds-url", emu.vm_url("vm-4"), "--rack-by",
+                          "fault-domain")
+        assert "\nrack=fd1\n" in by_fd.stdout, by_fd.stderr
         # the default VM at the bare base URL, written to a file; 503s are retried
         emu.fault(kind="status", status=503, endpoint="instance", count=2)
         out = tmp_path / "cassandra-rackdc.properties"
         assert _topology("rackdc", "--imds-url", emu.url, "-o", str(out)).returncode == 0
-        assert "dc=westeurope\nrack=fd0\nprefer_local=true\n" in out.read_text()
+        assert "dc=westeurope\nrack=ud0\nprefer_local=true\n" in out.read_text()
         # the agent's IMDS client: 404/410/429 and 5xx are retried (IMDS's own advice), any
         # other 4xx is final
         emu.fault(kind="status", status=404, endpoint="instance", count=1)
@@ -275,6 +279,18 @@ def test_rackdc_from_the_imds_emulator(tmp_path: Path) -> None:
         assert bad.returncode == 1 and "403" in bad.stderr
     gone = _topology("rackdc", "--imds-url", _closed_port(), "--timeout", "1")
     assert gone.returncode == 1 and "connection refused" in gone.stderr
+
+
+@pytest.mark.parametrize("topology,rack", [("zonal", "zone"), ("flex", "fd")])
+def test_rackdc_rack_is_the_maintenance_domain(topology: str, rack: str) -> None:
+    """Zonal VMs: the zone; a Flexible scale set (no update domain): the fault domain."""
+    with running_emulator(cluster={"vms": 6, "fds": 3, "uds": 2,
+                                   "topology": topology}) as emu:
+        vm = emu.vm("vm-1")
+        done = _topology("rackdc", "--imds-url", emu.vm_url("vm-1"))
+        assert done.returncode == 0, done.stderr
+        value = vm["zone"] if topology == "zonal" else vm["fd"]
+        assert f"\nrack={rack}{value}\n" in done.stdout, done.stdout
 
 
 def test_imds_redirects_are_not_followed(tmp_path: Path) -> None:
@@ -322,7 +338,7 @@ def test_agent_rackdc_is_the_same_command() -> None:
                                "--imds-url", emu.vm_url("vm-2")], capture_output=True,
                               text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert "dc=westeurope\nrack=fd2\nprefer_local=true" in done.stdout
+    assert "dc=westeurope\nrack=ud0\nprefer_local=true" in done.stdout
 
 
 # ---------------------------------------------------------------- maintenance domains
