@@ -99,6 +99,8 @@ class InstanceMetadata(_Doc):
     zone: str = ""
     location: str = ""
     scale_set: str = ""
+    flexible: bool = False
+    """`virtualMachineScaleSet.id` is set: Flexible orchestration (api-version 2021-03-01+)."""
     placement_group: str = ""
     address: str = ""
 
@@ -116,9 +118,14 @@ class InstanceMetadata(_Doc):
             "zone": compute.get("zone") or "",
             "location": compute.get("location") or "",
             "scale_set": compute.get("vmScaleSetName") or "",
+            "flexible": bool(_flexible_id(compute.get("virtualMachineScaleSet"))),
             "placement_group": compute.get("placementGroupId") or "",
             "address": _private_ip(doc.get("network")),
         })
+
+
+def _flexible_id(value: Any) -> str:
+    return str(value.get("id") or "") if isinstance(value, dict) else ""
 
 
 def _int(value: Any) -> Any:

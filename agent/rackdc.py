@@ -29,7 +29,7 @@ def rackdc_properties(meta: InstanceMetadata, prefer_local: bool = True,
                       rack_by: str = "maintenance-domain") -> str:
     if not meta.location.strip():
         raise RackdcError("IMDS gave no compute.location (the dc)")
-    where = Where(meta.fd, meta.ud, meta.zone, meta.scale_set)
+    where = Where(meta.fd, meta.ud, meta.zone, meta.scale_set, meta.flexible)
     if rack_by == "fault-domain":
         mode: DomainMode | None = DomainMode.FAULT_DOMAIN
     else:

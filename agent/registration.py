@@ -42,7 +42,8 @@ class Registrar:
         return VMRegistration(
             name=self.vm_name or meta.name, vm_id=meta.vm_id, fd=meta.fd, ud=meta.ud,
             zone=meta.zone, location=meta.location, address=meta.address,
-            scale_set=meta.scale_set, placement_group=meta.placement_group,
+            scale_set=meta.scale_set, flexible=meta.flexible,
+            placement_group=meta.placement_group,
             groups=self.groups, agent_url=self.agent_url, registered_at=self.clock.now())
 
     def register(self, meta: InstanceMetadata) -> VMRegistration:
@@ -70,6 +71,7 @@ class Registrar:
         return VMState(
             name=reg.name, vm_id=reg.vm_id, fd=reg.fd, ud=reg.ud, zone=reg.zone,
             location=reg.location, address=reg.address, scale_set=reg.scale_set,
+            flexible=reg.flexible,
             placement_group=reg.placement_group,
             labels={**(current.labels if current is not None else {}),
                     **node_labels(reg.fd, reg.ud, reg.location, reg.zone)},

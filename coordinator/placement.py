@@ -57,7 +57,8 @@ class Located(Protocol):
 
 def where_of(vm: Located) -> Where:
     return Where(fd=vm.fd, ud=vm.ud, zone=str(getattr(vm, "zone", "") or ""),
-                 scale_set=str(getattr(vm, "scale_set", "") or ""))
+                 scale_set=str(getattr(vm, "scale_set", "") or ""),
+                 flexible=bool(getattr(vm, "flexible", False)))
 
 
 class FaultDomain(NamedTuple):

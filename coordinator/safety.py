@@ -68,9 +68,10 @@ class VMView:
     live: bool
     zone: str = ""
     scale_set: str = ""
+    flexible: bool = False
 
     def where(self) -> Where:
-        return Where(self.fd, self.ud, self.zone, self.scale_set)
+        return Where(self.fd, self.ud, self.zone, self.scale_set, self.flexible)
 
 
 def plan_domains(policy: Policy, vms: Mapping[str, VMView]) -> tuple[DomainMode | None, str]:

@@ -152,10 +152,12 @@ def build_vm_index(registrations: dict[str, VMRegistration],
     out: dict[str, VMView] = {}
     for name, state in vm_states.items():
         out[name] = VMView(name=name, fd=state.fd, ud=state.ud, live=False,
-                           zone=state.zone, scale_set=state.scale_set)
+                           zone=state.zone, scale_set=state.scale_set,
+                           flexible=state.flexible)
     for name, reg in registrations.items():
         out[name] = VMView(name=name, fd=reg.fd, ud=reg.ud, live=True,
-                           zone=reg.zone, scale_set=reg.scale_set)
+                           zone=reg.zone, scale_set=reg.scale_set,
+                           flexible=reg.flexible)
     return out
 
 

@@ -55,13 +55,16 @@ class Where:
     ud: int | None
     zone: str = ""
     scale_set: str = ""
+    flexible: bool = False
+    """IMDS gave `virtualMachineScaleSet.id` (Flexible orchestration only): the reliable
+    marker, since what IMDS shows as a Flexible VM's update domain is not documented."""
 
 
 def kind_of(where: Where) -> str:
     """How the VM was deployed, as far as IMDS tells: for rows and messages."""
     if where.zone:
         return "zonal"
-    if where.ud is None and where.scale_set:
+    if where.flexible or (where.ud is None and where.scale_set):
         return "flexible scale set"
     return "availability set"
 

@@ -39,6 +39,8 @@ class VMPlacement(Record):
     location: str = ""
     address: str = ""
     scale_set: str = ""
+    flexible: bool = False
+    """A Flexible scale-set VM (IMDS `virtualMachineScaleSet.id`): no update domains."""
     placement_group: str = ""
 
 

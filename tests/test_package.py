@@ -10,6 +10,7 @@ with the test bed and the test-only libraries made unimportable.
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,9 +35,17 @@ NOT_ON_A_VM = ("imds_sim", "quorumgate_testbed", "psycopg", "selenium", "conflue
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both wheels, built offline from a copy of the sources (setuptools writes `build/`
+    and `*.egg-info` next to what it builds: never into the checkout)."""
+    src = tmp_path_factory.mktemp("src")
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
+    for name in (*PRODUCT, "testbed"):
+        shutil.copytree(ROOT / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
     out = tmp_path_factory.mktemp("wheels")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(out), str(ROOT), str(ROOT / "testbed")],
+                    "-q", "-w", str(out), str(src), str(src / "testbed")],
                    check=True, timeout=300, capture_output=True)
     found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(found) == {"quorumgate", "quorumgate_testbed"}, found

@@ -144,7 +144,8 @@ class VMRow(BaseModel):
 
 
 def where_of(info: VMPlacement) -> Where:
-    return Where(fd=info.fd, ud=info.ud, zone=info.zone, scale_set=info.scale_set)
+    return Where(fd=info.fd, ud=info.ud, zone=info.zone, scale_set=info.scale_set,
+                 flexible=info.flexible)
 
 
 def placements(view: ClusterView) -> dict[str, VMPlacement]:
@@ -298,7 +299,8 @@ def _natural_mode(where: Where) -> DomainMode:
 def _grid_place(row: VMRow, mode: DomainMode | None) -> tuple[str, str] | None:
     """(row, column) of a VM in the domain grid ("FD ?" when only its fault domain is
     unknown), or None when its maintenance domain is."""
-    where = Where(fd=row.fd, ud=row.ud, zone=row.zone, scale_set=row.scale_set)
+    where = Where(fd=row.fd, ud=row.ud, zone=row.zone, scale_set=row.scale_set,
+                  flexible=row.kind == "flexible scale set")
     unit = mode or _natural_mode(where)
     column = domain_of(unit, where)
     if column is None:

@@ -45,3 +45,18 @@ def test_instance_document_strings() -> None:
     assert meta.zone == "" and meta.scale_set == ""
     with pytest.raises(ValueError):
         InstanceMetadata.from_document({"network": {}})
+
+
+@pytest.mark.parametrize("compute,flexible,ud", [
+    ({"vmScaleSetName": "ss", "virtualMachineScaleSet": {"id": "/subs/x/ss"},
+      "platformUpdateDomain": "0"}, True, 0),
+    ({"vmScaleSetName": "ss", "virtualMachineScaleSet": {"id": ""},
+      "platformUpdateDomain": "3"}, False, 3),  # Uniform: the id is empty
+    ({"vmScaleSetName": "ss", "platformUpdateDomain": ""}, False, None),  # before 2021-03-01
+])
+def test_flexible_scale_set_marker(compute: dict, flexible: bool, ud: int | None) -> None:
+    """`virtualMachineScaleSet.id` (Flexible orchestration only) marks a Flexible VM,
+    whatever IMDS shows as its update domain."""
+    meta = InstanceMetadata.from_document({"compute": {
+        "name": "vm-1", "platformFaultDomain": "1", **compute}})
+    assert (meta.flexible, meta.ud, meta.scale_set) == (flexible, ud, "ss")

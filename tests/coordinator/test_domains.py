@@ -41,6 +41,10 @@ def test_auto_picks_the_unit_from_what_imds_reports() -> None:
     assert resolve(DomainMode.FAULT_DOMAIN, [("a", Where(0, 1)), ("b", Where(2, None, "1"))]) == (
         DomainMode.FAULT_DOMAIN, "")
     assert kind_of(Where(None, None)) == "availability set"  # no UD: held as unknown, not flex
+    # IMDS may well show a Flexible VM's update domain as "0" (undocumented): the
+    # virtualMachineScaleSet.id marker still makes it flex
+    assert kind_of(Where(1, 0, scale_set="s", flexible=True)) == "flexible scale set"
+    assert kind_of(Where(1, 0, zone="2", flexible=True)) == "zonal"
     assert domain_of(DomainMode.ZONE, Where(0, 0, zone="3")) == Domain("zone", "3")
     assert str(domain_of(DomainMode.FAULT_DOMAIN, Where(2, None))) == "FD 2"
     assert domain_of(DomainMode.ZONE, Where(0, 0)) is None
