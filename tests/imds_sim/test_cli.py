@@ -82,3 +82,14 @@ def test_cli_rejects_bad_options(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=30)  # fmt: skip
         assert run.returncode == 2, (args, run)
         assert run.stderr.startswith("imds-sim: ")
+
+
+def test_cli_zonal_topology() -> None:
+    with imds_sim("--topology", "zonal", "--cluster-vms", "4", "--rate-limit", "0") as url:
+        compute = httpx.get(url + "/vms/vm-1" + INSTANCE + "/compute?api-version=2025-04-07",
+                            headers=H, trust_env=False, timeout=5).json()
+        assert (compute["zone"], compute["platformUpdateDomain"]) == ("2", "0")
+        assert compute["physicalZone"] == "westeurope-AZ02"
+        walk = httpx.post(url + "/control/walks", json={"split": "vm"}, trust_env=False,
+                          timeout=5).json()
+        assert [s["domain"] for s in walk["steps"]] == ["zone 1", "zone 2", "zone 3"]
