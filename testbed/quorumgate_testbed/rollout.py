@@ -483,8 +483,10 @@ class Rollout:
         configs = [vm.config for vm in emu.sim.vms(self.clock.now())]
         self.ud_of = {c.name: c.ud for c in configs}
         """Each VM's update domain as IMDS reports it (None: none reported)."""
-        self.where = {c.name: Where(c.fd, c.ud, c.zone, c.scale_set) for c in configs}
-        """Each VM's placement as its agent registers it."""
+        self.where = {c.name: Where(c.fd, c.ud, c.zone, c.scale_set, flexible=c.flexible)
+                      for c in configs}
+        """Each VM's placement as IMDS tells it (the Flexible marker being
+        `virtualMachineScaleSet.id`)."""
         self.domain_name, self.domain_of, self.domain_why = self._domains()
         self.coordinators: list[CoordinatorNode] = []
         self.supervisor = VMSupervisor(emu, self._agent, spec.workload)

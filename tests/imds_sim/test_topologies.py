@@ -110,7 +110,8 @@ def registered(http: httpx.Client, emu: Emulator, vm: str) -> InstanceMetadata:
 
 
 def where(meta: InstanceMetadata) -> Where:
-    return Where(meta.fd, meta.ud, meta.zone, meta.scale_set)
+    return Where(meta.fd, meta.ud, meta.zone, meta.scale_set,
+                 flexible=meta.flexible)
 
 
 def test_zonal_vms_report_zone_and_domains_zero(emu: Emulator, http: httpx.Client) -> None:
@@ -148,6 +149,9 @@ def test_flexible_scale_set_reports_fault_domains_and_no_update_domain(
         1, None, "vmss-flex", "flexible")
     metas = [registered(http, emu, f"vm-{i}") for i in range(6)]
     assert all(m.ud is None and m.fd is not None for m in metas)
+    newer = InstanceMetadata.from_document(http.get(
+        emu.vm_url("vm-1") + INSTANCE + "?api-version=2021-03-01", headers=H).json())
+    assert newer.flexible, "virtualMachineScaleSet.id marks a Flexible VM"
     assert {kind_of(where(m)) for m in metas} == {"flexible scale set"}
     assert resolve(DomainMode.AUTO, [(m.name, where(m)) for m in metas]) == (
         DomainMode.FAULT_DOMAIN, "")
