@@ -193,7 +193,7 @@ def test_rollout_over_real_kafka_loses_no_acknowledged_message(
     assert _processes_mentioning(str(base)) == []
     assert not base.exists()
     # broker.rack from quorumgate's topology; the group from the brokers' ISR
-    assert report["racks"] == {f"vm-{i}": f"/fd{i}/ud{i}" for i in range(3)}, detail
+    assert report["racks"] == {f"vm-{i}": f"ud{i}" for i in range(3)}, detail
     assert group["members"] == ["vm-0", "vm-1", "vm-2"] and group["min_available"] == 2
     assert summary.completed, detail
     assert summary.violations == [], detail

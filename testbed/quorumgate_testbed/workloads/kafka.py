@@ -6,9 +6,9 @@ Apache Kafka 4.4.0's own server (`kafka_2.13`, `kafka-tools`, from Maven Central
 
 - **three brokers, one per update domain**, each a JVM in combined KRaft mode
   (`process.roles=broker,controller`, no ZooKeeper), on its own loopback address,
-  `broker.rack` = the rack `quorumgate topology hdfs <vm>` answers (`/fd<N>/ud<M>`, from
-  the coordinators' view of the VMs). A reboot of the VM SIGKILLs the broker's JVM; its
-  return starts it again on the same log directory;
+  `broker.rack` = the rack `quorumgate topology kafka <vm>` answers (the VM's maintenance
+  domain, `ud<M>` here, from the coordinators' view of the VMs). A reboot of the VM
+  SIGKILLs the broker's JVM; its return starts it again on the same log directory;
 - a topic `qg-load` with 3 partitions, replication 3, `min.insync.replicas=2`
   (`__consumer_offsets` likewise);
 - the **deploy hooks** deploy/hooks/kafka-broker-drain.sh (reorder the replicas so this
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from coordinator.providers import ProviderConfig
 from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate_testbed.workloads import jvm
-from quorumgate_testbed.workloads.hdfs import hook_logs, quorumgate_command, static_racks
+from quorumgate_testbed.workloads.hdfs import hook_logs, quorumgate_command
 from quorumgate_testbed.zkserver import free_ports
 from registry.records import Policy
 from registry.zookeeper import KazooClient, NoNodeError
@@ -588,7 +588,9 @@ class KafkaWorkload(Workload):
         from quorumgate): `wait_ready()`."""
         self._deadline = time.monotonic() + self.setup_timeout_s
         self._api = (rollout.api_urls[0] if rollout.api_urls else "", rollout.viewer_token)
-        self._static = static_racks(rollout)
+        # the maintenance domain as `topology kafka` names it (availability set: ud<M>)
+        self._static = {vm.name: f"ud{vm.config.ud}"
+                        for vm in rollout.emu.sim.vms(rollout.clock.now())}
         self.cluster.prepare()
         self._starter = threading.Thread(target=self._start_rest, args=(rollout,),
                                          name="kafka-start", daemon=True)
@@ -598,7 +600,7 @@ class KafkaWorkload(Workload):
         return max(10.0, self._deadline - time.monotonic())
 
     def _racks(self) -> None:
-        """broker.rack of each broker from `quorumgate topology hdfs <vm>`."""
+        """broker.rack of each broker from `quorumgate topology kafka <vm>`."""
         url, token = self._api
         if not url:  # no coordinator (the baselines): the same racks from a fixed table
             for vm, rack in self._static.items():
@@ -607,13 +609,15 @@ class KafkaWorkload(Workload):
             return
         deadline = time.monotonic() + 60
         while True:
-            done = jvm.run_tool([*quorumgate_command().split(), "topology", "hdfs", "--url",
-                                 url, "--token", token, "--timeout", "10", "--cache",
-                                 str(self.cluster.bin_dir / "topology.json"),
-                                 "--default-rack", "/unknown", *self.vm_names], 60)
-            racks = done.stdout.split()
-            if len(racks) == len(self.vm_names) and "/unknown" not in racks:
-                for vm, rack in zip(self.vm_names, racks, strict=True):
+            done = jvm.run_tool([*quorumgate_command().split(), "topology", "kafka", "--url",
+                                 url, "--token", token, "--timeout", "10", "--json",
+                                 *self.vm_names], 60)
+            try:
+                racks = {vm: row["broker.rack"] for vm, row in json.loads(done.stdout).items()}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                racks = {}
+            if set(racks) == set(self.vm_names):
+                for vm, rack in racks.items():
                     self.cluster.brokers[vm].rack = rack
                 return
             if time.monotonic() > deadline:
