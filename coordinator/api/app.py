@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 
 from coordinator.api.deps import Unavailable
+from coordinator.api.fastreads import CachedReads
 from coordinator.api.routes import admin, events, groups, health, placement, repair, vms
 from coordinator.api.routes.common import Ambiguous
 from coordinator.api.writes import Conflict, OperatorWrites
@@ -156,6 +157,9 @@ def create_app(node: CoordinatorNode) -> FastAPI:
     install_error_handlers(app)
     app.exception_handler(node.client.handler.timeout_exception)(_timeout)
 
+    app.add_middleware(CachedReads, node=node, routes={
+        "/v1/topology": vms.topology_json, "/v1/vms": vms.vms_json,
+        "/v1/events": events.events_json})
     app.add_middleware(CountRequests, metrics=metrics)
 
     for module in (health, vms, groups, events, placement, admin, repair):

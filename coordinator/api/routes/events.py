@@ -19,10 +19,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from fastapi.exceptions import HTTPException
+from pydantic import TypeAdapter
 
 from coordinator.api.auth import NodeDep, Operator, Viewer
 from coordinator.api.deps import Connected, View
-from coordinator.api.derive import EventRow, event_row, event_rows
+from coordinator.api.derive import EventRow, event_row, event_rows, per_view
 from coordinator.api.models import ForceIn, OptionalReasonIn, ReasonIn
 from coordinator.api.routes.common import (
     AMBIGUOUS,
@@ -57,6 +58,15 @@ def list_events(view: View, _: Viewer,
     if active is not None:
         rows = [r for r in rows if r.active is active]
     return rows
+
+
+@per_view
+def events_json(view: ClusterView) -> bytes:
+    """Every event row, serialized once per mirror change (the fast path serves it)."""
+    return _EVENT_ROWS.dump_json(event_rows(view))
+
+
+_EVENT_ROWS: TypeAdapter[list[EventRow]] = TypeAdapter(list[EventRow])
 
 
 def known_in(view: ClusterView) -> set[str]:
