@@ -50,7 +50,7 @@ class AgentConfig(DaemonSettings):
     """What one agent needs to know; see docs/architecture.md for the protocol."""
 
     imds_url: str = "http://169.254.169.254"
-    instance_api_version: str = "2021-02-01"
+    instance_api_version: str = "2021-12-13"
     events_api_version: str = "2020-07-01"
     imds_timeout_s: float = Field(default=5.0, gt=0)
     imds_first_call_timeout_s: float = Field(default=120.0, gt=0)

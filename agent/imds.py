@@ -76,7 +76,7 @@ class ImdsClient:
         self,
         base_url: str = DEFAULT_URL,
         *,
-        instance_api_version: str = "2021-02-01",
+        instance_api_version: str = "2021-12-13",
         events_api_version: str = "2020-07-01",
         timeout_s: float = 5.0,
         first_call_timeout_s: float = 120.0,

@@ -49,7 +49,7 @@ def test_ack_starts_event_for_all_resources(zk: KazooClient, zk_layout: Layout,
     make_agent("vm-0")  # an observer in the same availability set, not affected
     acker = make_agent("vm-1")
     make_agent("vm-4")
-    event = emulator.schedule(ud=1, type="Reboot", downtime_s=600)
+    event = emulator.schedule(ud=1, type="Reboot", downtime_s=600, impact_delay_s=0)
     eid = event["event_id"]
     wait_until(lambda: record(zk, zk_layout.event(eid), PlatformEvent), 10)
     # drained and ready, but not approved: nothing is sent

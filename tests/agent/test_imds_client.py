@@ -148,7 +148,7 @@ def test_proxy_variables_are_ignored(emulator: Emulator, monkeypatch: pytest.Mon
 
 def test_start_requests_starts_event_for_all_resources(emulator: Emulator) -> None:
     imds, transport = client(emulator)
-    event = emulator.schedule(ud=1, type="Reboot")
+    event = emulator.schedule(ud=1, type="Reboot", impact_delay_s=0)
     doc = imds.scheduled_events()
     response = imds.start_requests([event["event_id"]], doc.incarnation)
     assert response.ok
@@ -158,3 +158,24 @@ def test_start_requests_starts_event_for_all_resources(emulator: Emulator) -> No
     for vm in ("vm-1", "vm-4"):
         assert emulator.vm(vm)["down_by"] == [event["event_id"]]
     assert transport.count("POST") == 1
+
+
+@pytest.mark.parametrize("topology,kind", [("flex", "flexible scale set"),
+                                           ("zonal", "zonal"),
+                                           ("availability-set", "availability set")])
+def test_the_default_api_version_tells_the_deployment(topology: str, kind: str) -> None:
+    """The agent's default instance api-version carries `virtualMachineScaleSet.id` (from
+    2021-03-01), so a Flexible VM is known as one whatever its update domain shows."""
+    from imds_sim.testing import running_emulator
+    from registry.domains import Where, kind_of
+
+    with running_emulator(cluster={"vms": 6, "fds": 3, "uds": 2,
+                                   "topology": topology}) as emu:
+        imds = ImdsClient(emu.vm_url("vm-1"))
+        try:
+            meta = imds.instance()
+        finally:
+            imds.close()
+    where = Where(meta.fd, meta.ud, meta.zone, meta.scale_set, meta.flexible)
+    assert kind_of(where) == kind
+    assert meta.flexible is (topology == "flex")
