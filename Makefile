@@ -35,8 +35,9 @@ chaos: bootstrap
 	$(VENV)/bin/quorumgate chaos $(CHAOS_ARGS)
 
 bench: bootstrap
-	bash scripts/bootstrap.sh --with patroni --with hdfs --with kafka $(BOOTSTRAP_ARGS)
+	bash scripts/bootstrap.sh --with patroni --with hdfs --with kafka --with wrk $(BOOTSTRAP_ARGS)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.wire
 	$(VENV)/bin/python -m bench.patroni
 	$(VENV)/bin/python -m bench.hdfs
 	$(VENV)/bin/python -m bench.kafka

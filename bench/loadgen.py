@@ -23,12 +23,13 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 async def run(url: str, path: str, clients: int, seconds: float, warmup: float,
-              token: str) -> dict[str, object]:
+              token: str, extra: dict[str, str] | None = None) -> dict[str, object]:
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(extra or {})
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0, trust_env=False,
                                  headers=headers) as http:
         start = time.perf_counter()
@@ -44,7 +45,7 @@ async def run(url: str, path: str, clients: int, seconds: float, warmup: float,
                 try:
                     response = await http.get(path)
                     await response.aread()
-                    ok = response.status_code == 200
+                    ok = response.status_code in (200, 304)
                     statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
                 except httpx.HTTPError:
                     ok = False
@@ -75,9 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--token", default="")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                        help="an extra request header (Accept-Encoding, If-None-Match)")
     args = parser.parse_args(argv)
+    extra = dict(h.split(":", 1) for h in args.header)
     result = asyncio.run(run(args.url, args.path, args.clients, args.seconds, args.warmup,
-                             args.token))
+                             args.token, {k.strip(): v.strip() for k, v in extra.items()}))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -64,6 +64,11 @@ have_kafka() {
         && command -v curl >/dev/null
 }
 
+# wrk: the benchmarks' HTTP load generator (C, epoll): a Python client on the same 2 cores
+# saturates long before the server does.
+packages_wrk() { echo wrk; }
+have_wrk() { command -v wrk >/dev/null; }
+
 known_feature() { declare -F "have_$1" >/dev/null && declare -F "packages_$1" >/dev/null; }
 
 # ---------------------------------------------------------------- jars (Maven Central)
