@@ -453,7 +453,8 @@ class _EventPlanner:
                     or any(getattr(self.d, k) != v for k, v in fields.items())):
                 self.d = self._update(reason=reason, code=code, **fields)
             return
-        history = [*self.d.history, Transition(at=self.snap.now, to=state, reason=reason)]
+        history = [*self.d.history, Transition(at=self.snap.now, to=state, reason=reason,
+                                               code=code)]
         self.d = self._update(state=state, code=code, reason=reason,
                               state_since=self.snap.now, history=history[-HISTORY_LIMIT:],
                               **fields)
@@ -462,7 +463,7 @@ class _EventPlanner:
         """A turn worth the timeline that does not change the state (Resources grew
         while draining, say): in the history, the audit and the reason."""
         history = [*self.d.history, Transition(at=self.snap.now, to=self.d.state,
-                                               reason=reason)]
+                                               reason=reason, code=code)]
         self.d = self._update(code=code, reason=reason, history=history[-HISTORY_LIMIT:])
 
     def apply_override(self) -> None:

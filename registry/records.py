@@ -218,6 +218,8 @@ class Transition(Record):
     to: DecisionState
     reason: str
     by: str = "coordinator"
+    code: DecisionCode | None = None
+    """The decision's code at this turn (None in history written before codes)."""
 
 
 class Decision(Record):

@@ -52,7 +52,7 @@ from registry.clock import VirtualClock
 from registry.codec import decode
 from registry.domains import NAMES, DomainMode, Where, domain_of, resolve
 from registry.layout import Layout
-from registry.records import Decision, DecisionState, Group, Policy
+from registry.records import ROUTINE_CODES, Decision, DecisionState, Group, Policy
 from registry.zk import make_client
 
 S = DecisionState
@@ -749,7 +749,7 @@ class Rollout:
             acks = [a for a in e.get("acks", []) if a.get("effective")]
             ack_after = acks[0]["at"] - e["created_at"] if acks else None
             held = next((t.reason for t in decision.history if t.to is S.HELD
-                         and not t.reason.startswith("waiting")), "") if decision else ""
+                         and t.code not in ROUTINE_CODES), "") if decision else ""
             step, domain = self.step_of.get(e["event_id"], (None, ""))
             reports.append(EventReport(
                 event_id=e["event_id"], ud=(e["uds"] or [-1])[0], type=e["type"],

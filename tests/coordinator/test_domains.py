@@ -105,3 +105,12 @@ def test_a_vm_without_the_unit_is_held(mode: DomainMode, missing: str) -> None:
     d = snap.decisions["E1"]
     assert d.state is S.HELD and d.code is C.UNKNOWN_DOMAIN
     assert f"vm-a reports no {missing}" in d.reason
+
+
+def test_every_turn_of_the_timeline_carries_its_code() -> None:
+    """Readers of the history (the rollout summary, the dashboard) branch on the code,
+    never on the sentence."""
+    snap = step(snapshot(zonal(), [], [event("E1", ["vm-1-0"]), event("E2", ["vm-2-0"])]))
+    history = snap.decisions["E2"].history
+    assert history and history[-1].code is C.WAITING_FOR_UD
+    assert all(t.code is not None for d in snap.decisions.values() for t in d.history)
