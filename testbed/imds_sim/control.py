@@ -6,6 +6,9 @@ the simulation refuses are 400, unknown ids 404, wrong states 409; never 500.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fastapi import APIRouter, HTTPException, Response
 
 from imds_sim.faults import Fault
@@ -133,6 +136,15 @@ def build_control_router(state: EmulatorState) -> APIRouter:
     router = APIRouter(tags=["control"])
     sim = state.sim
 
+    @contextmanager
+    def refused_as_4xx() -> Iterator[None]:
+        """Under the emulator's lock; a request the model refuses (ValueError) is a 4xx."""
+        with sim.lock:
+            try:
+                yield
+            except ValueError as exc:
+                raise _fail(exc) from exc
+
     def settings() -> Settings:
         return Settings(
             default_vm=sim.default_vm,
@@ -197,19 +209,13 @@ def build_control_router(state: EmulatorState) -> APIRouter:
 
     @router.get("/vms/{name}", response_model=VMView)
     def get_vm(name: str) -> VMView:
-        with sim.lock:
-            try:
-                return vm_view(sim.vm(name, state.now()))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+        with refused_as_4xx():
+            return vm_view(sim.vm(name, state.now()))
 
     @router.post("/events", response_model=EventView, status_code=201)
     def schedule(request: EventRequest) -> EventView:
-        with sim.lock:
-            try:
-                return event_view(sim.schedule(request, state.now()))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+        with refused_as_4xx():
+            return event_view(sim.schedule(request, state.now()))
 
     @router.get("/events", response_model=list[EventView])
     def list_events(active: bool | None = None) -> list[EventView]:
@@ -220,50 +226,35 @@ def build_control_router(state: EmulatorState) -> APIRouter:
 
     @router.get("/events/{event_id}", response_model=EventView)
     def get_event(event_id: str) -> EventView:
-        with sim.lock:
+        with refused_as_4xx():
             sim.tick(state.now())
-            try:
-                return event_view(sim.event(event_id))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+            return event_view(sim.event(event_id))
 
     @router.patch("/events/{event_id}", response_model=EventView)
     def reshape(event_id: str, change: EventChange) -> EventView:
         """Change a Scheduled event's Resources (409 once Started)."""
-        with sim.lock:
-            try:
-                return event_view(sim.reshape(event_id, change.vms, state.now(),
-                                              change.allow_multi_ud))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+        with refused_as_4xx():
+            return event_view(sim.reshape(event_id, change.vms, state.now(),
+                                          change.allow_multi_ud))
 
     @router.post("/events/{event_id}/impact", response_model=EventView)
     def impact(event_id: str, request: ImpactRequest) -> EventView:
         """A further impact of a Started event (409 unless Started)."""
-        with sim.lock:
-            try:
-                return event_view(sim.add_impact(event_id, state.now(), request.downtime_s,
-                                                 request.delay_s))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+        with refused_as_4xx():
+            return event_view(sim.add_impact(event_id, state.now(), request.downtime_s,
+                                             request.delay_s))
 
     @router.delete("/events/{event_id}", response_model=EventView)
     def cancel(event_id: str) -> EventView:
         """Withdraw a Scheduled event (409 once Started)."""
-        with sim.lock:
-            try:
-                return event_view(sim.cancel(event_id, state.now()))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+        with refused_as_4xx():
+            return event_view(sim.cancel(event_id, state.now()))
 
     @router.post("/walks", response_model=WalkView, status_code=201)
     def start_walk(request: WalkRequest) -> WalkView:
         """The platform walks the cluster's maintenance domains one by one."""
-        with sim.lock:
-            try:
-                return walk_view(sim.start_walk(request, state.now()))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+        with refused_as_4xx():
+            return walk_view(sim.start_walk(request, state.now()))
 
     @router.get("/walks", response_model=list[WalkView])
     def list_walks() -> list[WalkView]:
@@ -273,21 +264,15 @@ def build_control_router(state: EmulatorState) -> APIRouter:
 
     @router.get("/walks/{walk_id}", response_model=WalkView)
     def get_walk(walk_id: str) -> WalkView:
-        with sim.lock:
+        with refused_as_4xx():
             sim.tick(state.now())
-            try:
-                return walk_view(sim.walk(walk_id))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+            return walk_view(sim.walk(walk_id))
 
     @router.delete("/walks/{walk_id}", response_model=WalkView)
     def stop_walk(walk_id: str) -> WalkView:
         """No further steps (the events already scheduled go on)."""
-        with sim.lock:
-            try:
-                return walk_view(sim.stop_walk(walk_id, state.now()))
-            except ValueError as exc:
-                raise _fail(exc) from exc
+        with refused_as_4xx():
+            return walk_view(sim.stop_walk(walk_id, state.now()))
 
     @router.post("/faults", response_model=FaultView, status_code=201)
     def add_fault(request: FaultRequest) -> FaultView:
