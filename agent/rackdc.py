@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from agent.imds import DEFAULT_URL, ImdsClient, ImdsError
 from agent.imds_models import InstanceMetadata
-from registry.domains import DomainMode, Where, domain_of, kind_of, resolve
+from registry.domains import DomainMode, Where, domain_of, kind_of, rack_name, resolve
 
 
 class RackdcError(Exception):
@@ -39,7 +39,7 @@ def rackdc_properties(meta: InstanceMetadata, prefer_local: bool = True,
         what = "platformFaultDomain" if mode is DomainMode.FAULT_DOMAIN else (
             "zone" if mode is DomainMode.ZONE else "platformUpdateDomain")
         raise RackdcError(f"IMDS gave no usable {what} ({kind_of(where)})")
-    rack = f"{domain.kind.lower()}{domain.value}"
+    rack = rack_name(str(domain))
     return (f"# cassandra-rackdc.properties for {meta.name}, written by quorumgate topology "
             f"rackdc from IMDS\n"
             f"# dc = compute.location, rack = {domain} ({kind_of(where)})\n"

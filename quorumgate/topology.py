@@ -78,6 +78,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from registry.domains import rack_name
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_RACK = "/default-rack"
 DEFAULT_TTL_S = 60.0
@@ -395,12 +397,6 @@ def with_domain(labels: dict[str, str], vm: dict[str, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- cassandra, kafka
-
-
-def rack_name(domain: str) -> str:
-    """A maintenance domain as a Cassandra rack or Kafka broker.rack: `UD 3` -> `ud3`,
-    `zone 2` -> `zone2`, `FD 1` -> `fd1`."""
-    return _UNSAFE.sub("-", domain.lower().replace(" ", "")).strip("-")
 
 
 def _racks(argv: Sequence[str], prog: str, description: str,

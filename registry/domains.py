@@ -18,6 +18,7 @@ with the reason until the operator names one. Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -95,3 +96,12 @@ def domain_of(mode: DomainMode, where: Where) -> Domain | None:
     if mode is DomainMode.FAULT_DOMAIN:
         return Domain("FD", where.fd) if where.fd is not None else None
     return Domain("UD", where.ud) if where.ud is not None else None
+
+
+_NOT_IN_A_RACK = re.compile(r"[^a-z0-9_.-]+")
+
+
+def rack_name(domain: str) -> str:
+    """A maintenance domain as a Cassandra rack or Kafka broker.rack: `UD 3` -> `ud3`,
+    `zone 2` -> `zone2`, `FD 1` -> `fd1`."""
+    return _NOT_IN_A_RACK.sub("-", domain.lower().replace(" ", "")).strip("-")
