@@ -59,9 +59,9 @@ import httpx
 from coordinator.providers import ProviderConfig
 from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate_testbed.workloads import jvm
+from quorumgate_testbed.workloads.waits import wait_groups, wait_registered
 from quorumgate_testbed.zkserver import free_ports
 from registry.records import Policy
-from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
     from quorumgate_testbed.rollout import Rollout
@@ -848,7 +848,8 @@ class HdfsWorkload(Workload):
         try:
             # The NameNode resolves the racks of every host in its include file when it
             # starts (and caches them): quorumgate must know the VMs by then.
-            self._wait_registered(rollout)
+            wait_registered(rollout, self.vm_names, self._deadline,
+                            lambda: HdfsError("agents of the DataNode VMs did not register"))
             racks = self.cluster.resolve_racks(max(10.0, self._deadline - time.monotonic()))
             self.say(f"HDFS racks from quorumgate topology hdfs: {racks}")
             self.cluster.start_namenode(max(10.0, self._deadline - time.monotonic()))
@@ -866,50 +867,13 @@ class HdfsWorkload(Workload):
             self.watch.sample()
             self.watch.start()
             if rollout.coordinators:
-                self._wait_groups(rollout)
+                wait_groups(rollout, self.group_prefix, self.vm_names, self._deadline,
+                            lambda left: HdfsError(f"the hdfs provider published no group "
+                                                   f"for {list(left)}"))
             self._ready.set()
         except BaseException as exc:
             self._failed = exc
             self._ready.set()
-
-    def _wait_registered(self, rollout: Rollout) -> None:
-        """Every DataNode VM's agent is registered (quorumgate knows its FD/UD)."""
-        client = KazooClient(hosts=rollout.zk_hosts, timeout=10.0)
-        client.start(timeout=15)
-        try:
-            while True:
-                with contextlib.suppress(NoNodeError):
-                    live = set(client.get_children(rollout.layout.vms))
-                    if set(self.vm_names) <= live:
-                        return
-                if time.monotonic() > self._deadline:
-                    raise HdfsError("agents of the DataNode VMs did not register")
-                time.sleep(0.2)
-        finally:
-            client.stop()
-            client.close()
-
-    def _wait_groups(self, rollout: Rollout) -> None:
-        """The provider has published groups that cover every DataNode."""
-        client = KazooClient(hosts=rollout.zk_hosts, timeout=10.0)
-        client.start(timeout=15)
-        try:
-            while True:
-                covered: set[str] = set()
-                with contextlib.suppress(NoNodeError):
-                    for name in client.get_children(rollout.layout.groups):
-                        if name.startswith(f"{self.group_prefix}-"):
-                            data, _ = client.get(rollout.layout.group(name))
-                            covered |= set(json.loads(data).get("members", []))
-                if covered >= set(self.vm_names):
-                    return
-                if time.monotonic() > self._deadline:
-                    raise HdfsError(f"the hdfs provider published no group for "
-                                    f"{sorted(set(self.vm_names) - covered)}")
-                time.sleep(0.3)
-        finally:
-            client.stop()
-            client.close()
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until the DataNodes are live, the client writes and the groups are

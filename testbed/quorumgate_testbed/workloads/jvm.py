@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
-import queue
 import signal
 import subprocess
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from quorumgate_testbed.zkserver import spawn
 
 ROOT = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("QG_JARS_CACHE", ROOT / ".cache" / "jars"))
@@ -74,41 +72,6 @@ JVM_DAEMON = ["-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xss512k", "-XX:TieredSto
 (a daemon starts with a fraction of the CPU; the loads here are small)."""
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class _Spawner:
-    """One long-lived thread forks every daemon: the parent-death signal fires when the
-    forking *thread* ends, so it must live as long as the daemons."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="jvm-spawner", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fn, future = item
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
-        future: Future[Any] = Future()
-        self._queue.put((fn, future))
-        return future.result(timeout)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(5)
-
-
 @dataclass
 class Daemon:
     name: str
@@ -146,7 +109,6 @@ class JavaDaemons:
 
     def __init__(self) -> None:
         self.daemons: dict[str, Daemon] = {}
-        self._spawner: _Spawner | None = None
         self._locks: dict[str, threading.Lock] = {}
         _registries.add(self)
 
@@ -157,23 +119,16 @@ class JavaDaemons:
 
     def start(self, name: str) -> int:
         daemon = self.daemons[name]
-        if self._spawner is None:
-            self._spawner = _Spawner()
-        spawner = self._spawner
         with self._locks[name]:
             if daemon.running:
                 assert daemon.proc is not None
                 return daemon.proc.pid
 
-            def spawn() -> subprocess.Popen[bytes]:
-                daemon.log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(daemon.log_path, "ab") as log:
-                    return subprocess.Popen(
-                        daemon.command, cwd=daemon.cwd, stdin=subprocess.DEVNULL,
-                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                        env={**os.environ, **daemon.env}, preexec_fn=_die_with_parent)
-
-            daemon.proc = spawner.call(spawn)
+            daemon.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(daemon.log_path, "ab") as log:  # forked by the one spawner thread
+                daemon.proc = spawn(daemon.command, cwd=daemon.cwd, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env={**os.environ, **daemon.env})
             daemon.starts += 1
             daemon.history.append((time.time(), "start"))
             return daemon.proc.pid
@@ -225,9 +180,6 @@ class JavaDaemons:
             if daemon.proc is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(daemon.proc.pid, signal.SIGKILL)
-        if names is None and self._spawner is not None:
-            self._spawner.close()
-            self._spawner = None
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         try:

@@ -43,9 +43,9 @@ from coordinator.providers import ProviderConfig
 from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate_testbed.workloads import jvm
 from quorumgate_testbed.workloads.hdfs import hook_logs, quorumgate_command
+from quorumgate_testbed.workloads.waits import wait_groups, wait_registered
 from quorumgate_testbed.zkserver import free_ports
 from registry.records import Policy
-from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
     from quorumgate_testbed.rollout import Rollout
@@ -626,7 +626,8 @@ class KafkaWorkload(Workload):
 
     def _start_rest(self, rollout: Rollout) -> None:
         try:
-            self._wait_registered(rollout)
+            wait_registered(rollout, self.vm_names, self._deadline,
+                            lambda: KafkaError("agents of the broker VMs did not register"))
             self._racks()
             self.cluster.write_configs()
             for vm in self.vm_names:
@@ -645,46 +646,13 @@ class KafkaWorkload(Workload):
             self.isr = IsrWatch(self.cluster)
             self.isr.start()
             if rollout.coordinators:
-                self._wait_groups(rollout)
+                wait_groups(rollout, self.group_prefix, self.vm_names, self._deadline,
+                            lambda left: KafkaError(f"the kafka provider published no group "
+                                                    f"for {list(left)}"))
             self._ready.set()
         except BaseException as exc:
             self._failed = exc
             self._ready.set()
-
-    def _wait_registered(self, rollout: Rollout) -> None:
-        client = KazooClient(hosts=rollout.zk_hosts, timeout=10.0)
-        client.start(timeout=15)
-        try:
-            while True:
-                with contextlib.suppress(NoNodeError):
-                    if set(self.vm_names) <= set(client.get_children(rollout.layout.vms)):
-                        return
-                if time.monotonic() > self._deadline:
-                    raise KafkaError("agents of the broker VMs did not register")
-                time.sleep(0.2)
-        finally:
-            client.stop()
-            client.close()
-
-    def _wait_groups(self, rollout: Rollout) -> None:
-        client = KazooClient(hosts=rollout.zk_hosts, timeout=10.0)
-        client.start(timeout=15)
-        try:
-            while True:
-                covered: set[str] = set()
-                with contextlib.suppress(NoNodeError):
-                    for name in client.get_children(rollout.layout.groups):
-                        if name.startswith(f"{self.group_prefix}-"):
-                            data, _ = client.get(rollout.layout.group(name))
-                            covered |= set(json.loads(data).get("members", []))
-                if covered >= set(self.vm_names):
-                    return
-                if time.monotonic() > self._deadline:
-                    raise KafkaError("the kafka provider published no group")
-                time.sleep(0.3)
-        finally:
-            client.stop()
-            client.close()
 
     def wait_ready(self, timeout: float | None = None) -> None:
         if self._starter is None:

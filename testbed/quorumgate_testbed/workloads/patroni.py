@@ -44,7 +44,6 @@ import contextlib
 import glob
 import json
 import os
-import queue
 import re
 import secrets
 import shutil
@@ -58,7 +57,6 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,7 +68,8 @@ import yaml
 from coordinator.providers import ProviderConfig
 from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, Workload
 from quorumgate_testbed.workloads.loadgen import WriteLoad, create_table, multi_host_dsn
-from quorumgate_testbed.zkserver import free_ports
+from quorumgate_testbed.workloads.waits import wait_groups
+from quorumgate_testbed.zkserver import free_ports, spawn
 from registry.zookeeper import KazooClient, NoNodeError
 
 if TYPE_CHECKING:
@@ -175,37 +174,6 @@ def _signal(pids: Iterable[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-class _Spawner:
-    """One long-lived thread starts every Patroni process.
-
-    Patroni is started with a parent-death signal (SIGKILL when the thread that forked it
-    ends), so a crashed run leaves no Patroni behind; the forking thread must then live
-    as long as the cluster, not be a pool thread that may end first.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="patroni-spawner", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fn, future = item
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
-        future: Future[Any] = Future()
-        self._queue.put((fn, future))
-        return future.result(timeout)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(5)
-
-
 @dataclass
 class Member:
     name: str
@@ -275,7 +243,6 @@ class PatroniCluster:
         self.base: Path | None = None
         self.members = {name: Member(name, ports[2 * i], ports[2 * i + 1], Path())
                         for i, name in enumerate(self.names)}
-        self._spawner: _Spawner | None = None
         self._locks = {name: threading.Lock() for name in self.names}
         self._http: httpx.Client | None = None
 
@@ -356,7 +323,6 @@ class PatroniCluster:
             user = pwd.getpwnam("postgres")
             for path in [self.base, *self.base.rglob("*")]:
                 os.chown(path, user.pw_uid, user.pw_gid)
-        self._spawner = _Spawner()
         _clusters.add(self)
 
     def _command(self, member: Member) -> list[str]:
@@ -373,18 +339,18 @@ class PatroniCluster:
 
     def start_member(self, name: str) -> int:
         member = self.members[name]
-        assert self._spawner is not None, "prepare() first"
+        assert self.base is not None, "prepare() first"
         with self._locks[name]:
             if member.proc is not None and member.proc.poll() is None:
                 return member.proc.pid
 
-            def spawn() -> subprocess.Popen[bytes]:
-                with open(member.log_path, "ab") as log:
-                    return subprocess.Popen(self._command(member), cwd=member.dir,
-                                            stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-            member.proc = self._spawner.call(spawn)
+            # forked by the test bed's one spawner thread; setpriv sets the parent-death
+            # signal itself (after dropping to postgres, which would clear ours)
+            with open(member.log_path, "ab") as log:
+                member.proc = spawn(self._command(member), cwd=member.dir,
+                                    stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    die_with_parent=False)
             member.starts += 1
             return member.proc.pid
 
@@ -444,9 +410,6 @@ class PatroniCluster:
             thread.start()
         for thread in threads:
             thread.join(30)
-        if self._spawner is not None:
-            self._spawner.close()
-            self._spawner = None
         if graceful and self.zk_hosts:
             with contextlib.suppress(Exception):
                 client = KazooClient(hosts=self.zk_hosts, timeout=10.0)
@@ -753,7 +716,9 @@ class PatroniWorkload(Workload):
                                     max(5.0, deadline - time.monotonic()))
         self.say(f"Patroni cluster {self.scope} healthy; leader {self.cluster.leader()}")
         if rollout.coordinators:
-            self._wait_group(rollout, deadline)
+            wait_groups(rollout, self.group, self.member_names, deadline,
+                        lambda left: PatroniError(f"group {self.group} not published by "
+                                                  f"the provider (missing {list(left)})"))
         create_table(self.cluster.dsn, max(5.0, deadline - time.monotonic()))
         self.watch = LeaderWatch(rollout.zk_hosts, f"{self.cluster.zk_path}/leader")
         self.watch.start()
@@ -761,23 +726,6 @@ class PatroniWorkload(Workload):
         self.load.start()
         if not self.load.wait_acks(10, max(5.0, deadline - time.monotonic())):
             raise PatroniError(f"the write load commits nothing: {dict(self.load.errors)}")
-
-    def _wait_group(self, rollout: Rollout, deadline: float) -> None:
-        """The provider has written the group with every member: the first event counts."""
-        client = KazooClient(hosts=rollout.zk_hosts, timeout=10.0)
-        client.start(timeout=15)
-        try:
-            while True:
-                with contextlib.suppress(NoNodeError, ValueError):
-                    data, _ = client.get(rollout.layout.group(self.group))
-                    if sorted(json.loads(data).get("members", [])) == sorted(self.member_names):
-                        return
-                if time.monotonic() >= deadline:
-                    raise PatroniError(f"group {self.group} not published by the provider")
-                time.sleep(0.2)
-        finally:
-            client.stop()
-            client.close()
 
     def agent_settings(self, vm: str) -> dict[str, Any]:
         if vm not in self.cluster.members:
