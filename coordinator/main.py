@@ -246,8 +246,11 @@ def serve(config: CoordinatorConfig, start_timeout: float, clock: Clock | None =
         server = uvicorn.Server(uv_config)
         host, port = sock.getsockname()[:2]
         shown_host = f"[{host}]" if ":" in host else host
-        print(f"quorumgate coordinator {config.identity} (cluster {config.cluster}) listening "
-              f"on {'https' if tls else 'http'}://{shown_host}:{port}", flush=True)
+        # One write of the whole line: log records go to stderr, the same file under a
+        # supervisor, and must not land between the URL and its newline.
+        sys.stdout.write(f"quorumgate coordinator {config.identity} (cluster {config.cluster}) "
+                         f"listening on {'https' if tls else 'http'}://{shown_host}:{port}\n")
+        sys.stdout.flush()
         server.run(sockets=[sock])
         return 0
     finally:
