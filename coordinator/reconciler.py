@@ -71,7 +71,6 @@ class Reconciler:
         """A permanent ZooKeeper refusal (NoAuth...) seen by the last campaign: readiness
         fails with it until a campaign succeeds."""
         self._backoff = 5.0
-        """Our election znode while we lead: every leader write checks it exists."""
         self.last_pass_at: float | None = None
         self.last_pass_summary = ""
         self._wake = threading.Event()
@@ -81,12 +80,16 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         self._passes = 0
         self._memo: Memo = {}
+        """Decoded decisions and acks by path and version, across passes."""
         self._wrote_drains: dict[str, int] = {}
         """Drain records this leader wrote, by the version its write made: a mirror older
         than them must not be decided on (it would not see our own restore request)."""
-        """Decoded decisions and acks by path and version, across passes."""
+        self._connected_at = 0.0
+        """Clock time of the last (re)connection: deadlines do not run from before it."""
+        self._leading_since = 0.0
         if client.connected:
             self._connected.set()
+            self._connected_at = clock.now()
         client.add_listener(self._on_state)
         cache.listen(self._wake.set)
 
@@ -119,6 +122,7 @@ class Reconciler:
     def _on_state(self, state: str) -> None:
         """kazoo's listener thread: never block here."""
         if state == KazooState.CONNECTED:
+            self._connected_at = self.clock.now()
             self._connected.set()
         else:
             self._connected.clear()  # SUSPENDED: stop deciding at once
@@ -175,6 +179,7 @@ class Reconciler:
         log.info("%s is the leader (fence %s)", self.identity, fence)
         self.is_leader = True
         self.fence = fence
+        self._leading_since = self.clock.now()
         self.metrics.leader.set(1)
         try:
             while not self._stop.is_set() and not self._lost.is_set():
@@ -207,7 +212,8 @@ class Reconciler:
             return []  # the mirror's next change wakes us
         now = self.clock.now()
         gates = self.gates.results(gates_needed(view, read))
-        snap = build_snapshot(view, read, now, gates)
+        snap = build_snapshot(view, read, now, gates,
+                              watching_since=max(self._leading_since, self._connected_at))
         changes = decide(snap)
         writer = FencedWriter(self.client, self.layout, fence, f"coordinator:{self.identity}",
                               read, view.versions("drain"))

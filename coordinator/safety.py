@@ -142,6 +142,12 @@ class Snapshot:
     unchanged (None: built here)."""
     domains: tuple[DomainMode | None, str] | None = None
     """`plan_domains` of this snapshot, when the shell kept one (None: computed here)."""
+    watching_since: float = 0.0
+    """When the deciding leader's current stretch of connected leadership began. A drain's
+    or an acknowledgement's deadline does not run before it: while no leader could read
+    ZooKeeper (quorum lost, an election) no report could be seen, and failing every
+    drain in flight the moment a new leader looks is what a stuck hook deserves, not a
+    control-plane outage."""
 
 
 @dataclass(frozen=True)
@@ -830,6 +836,10 @@ class _EventPlanner:
     def best_effort_due(self) -> bool:
         return _best_effort_due(self.event, self.snap)
 
+    def waited(self) -> float:
+        """How long this state has been watched by a connected leader."""
+        return self.snap.now - max(self.d.state_since, self.snap.watching_since)
+
     def drain_progress(self) -> tuple[list[str], list[str]]:
         """(VMs still draining, failures). A lost VM has nothing left to drain: it is
         already counted unavailable; one that is back must drain before any approval —
@@ -868,7 +878,7 @@ class _EventPlanner:
         policy = self.snap.policy
         if failed:
             self.fail(C.DRAIN_FAILED, f"drain failed on {'; '.join(failed)}")
-        elif pending and self.snap.now - self.d.state_since > policy.drain_timeout_s:
+        elif pending and self.waited() > policy.drain_timeout_s:
             self.fail(C.DRAIN_TIMEOUT, f"drain timed out on {', '.join(pending)} after "
                       f"{policy.drain_timeout_s:g} s")
         elif pending:
@@ -1015,7 +1025,7 @@ class _EventPlanner:
             # decision's version, so this write and that one cannot both succeed.
             self.move(S.READY, C.APPROVAL_REVOKED, f"approval revoked: {problem.text}",
                       acker=None, approved=[])
-        elif self.snap.now - self.d.state_since > self.snap.policy.ack_timeout_s:
+        elif self.waited() > self.snap.policy.ack_timeout_s:
             self.move(S.READY, C.ACK_TIMEOUT, f"acker {self.d.acker} did not acknowledge in "
                       "time")
             self.try_approve()

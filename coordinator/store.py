@@ -365,7 +365,8 @@ def read_decisions(client: Client, layout: Layout,
 
 
 def build_snapshot(view: ClusterView, read: DecisionsRead, now: float,
-                   gates: dict[str, GateResult] | None = None) -> Snapshot:
+                   gates: dict[str, GateResult] | None = None,
+                   watching_since: float = 0.0) -> Snapshot:
     """The core's input: decisions and acks from ZooKeeper, the rest from the mirror,
     and every record that exists but does not decode (the core fails closed on them)."""
     decisions: dict[str, Decision] = {
@@ -378,7 +379,8 @@ def build_snapshot(view: ClusterView, read: DecisionsRead, now: float,
                     groups=list(view.groups.values()), events=view.events,
                     decisions=decisions, drains=view.drains, acks=read.acks,
                     gates=gates or {}, overrides=view.overrides, unreadable=unreadable,
-                    index=view.group_index, domains=view.domains)
+                    index=view.group_index, domains=view.domains,
+                    watching_since=watching_since)
 
 
 # ---------------------------------------------------------------- the leader's writes

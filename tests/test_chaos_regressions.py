@@ -15,7 +15,7 @@ from kazoo.client import KazooClient
 from coordinator.config import CoordinatorConfig
 from coordinator.node import CoordinatorNode
 from coordinator.store import ensure_layout
-from registry.codec import decode
+from registry.codec import decode, encode
 from registry.layout import Layout
 from registry.records import Decision, DecisionState, DrainRecord, DrainStatus, DrainWant
 from tests.coordinator.test_api_support import (
@@ -94,3 +94,50 @@ def test_no_approval_in_the_pass_that_drains_a_conflicting_event_best_effort(
     assert not [at for at in approvals if at >= rec.requested_at], (
         f"E1 approved at {approvals} while vm-3 was drained for E2 from {rec.requested_at}: "
         "the acknowledgement would leave group g 1 of 3 and two update domains out")
+
+
+# Found by chaos seed 7, 60 s (CI of stop 20): ZooKeeper lost its quorum 1 s after the
+# leader asked vm-2 to drain; the hook ran, but its report could not be written until
+# the agent had a session again. The leader elected after the outage judged the drain
+# at its first pass, found the 300 s deadline long past (it had run while no leader
+# could read anything) and failed it; the retry lost vm-2 to another event's best-effort
+# reservation and the event, safe all along, was forced at NotBefore. Cause:
+# coordinator/safety.py measured drain and acknowledgement deadlines from the decision's
+# `state_since` alone. Failed on 045cebb; passes once deadlines start no earlier than
+# the deciding leader's connected leadership (`Snapshot.watching_since`).
+def test_a_new_leader_gives_a_drain_in_flight_its_time(
+        zk_hosts: str, zk: KazooClient, zk_layout: Layout) -> None:
+    ensure_layout(zk, zk_layout)
+    for i in range(3):
+        register(zk, zk_layout, f"vm-{i}", fd=i, ud=i)
+    put_group(zk, zk_layout, "g", ["vm-0", "vm-1", "vm-2"], min_available=2)
+    now = time.time()
+    timeout = 600.0  # the policy's default drain_timeout_s
+    schedule(zk, zk_layout, "E1", ["vm-2"], not_before=now + 3600)
+    put_decision(zk, zk_layout, Decision(
+        event_id="E1", state=S.DRAINING, reason="draining vm-2", reserved=["vm-2"],
+        drain=["vm-2"], state_since=now - timeout - 60, updated_at=now - timeout - 60))
+    put_drain(zk, zk_layout, DrainRecord(vm="vm-2", event_id="E1", want=DrainWant.DRAINED,
+                                         status=DrainStatus.PENDING,
+                                         requested_at=now - timeout - 60,
+                                         updated_at=now - timeout - 60))
+
+    config = CoordinatorConfig(cluster=zk_layout.cluster, zk_hosts=zk_hosts, identity="c1",
+                               resync_s=0.1, zk_session_timeout_s=4)
+    coordinator = CoordinatorNode(config)
+    coordinator.start(timeout=15)
+    try:
+        wait_until(lambda: coordinator.reconciler.last_pass_at is not None, timeout=15,
+                   message="the new leader's first pass")
+        time.sleep(0.5)  # several passes
+        e1 = _decision(zk, zk_layout, "E1")
+        assert e1 is not None and e1.state is S.DRAINING, e1 and e1.reason
+        # the agent's report lands: the event goes on as if nothing had happened
+        rec = _drain(zk, zk_layout, "vm-2")
+        assert rec is not None
+        zk.set(zk_layout.drain("vm-2"), encode(rec.model_copy(update={
+            "status": DrainStatus.DRAINED, "updated_at": time.time()})))
+        wait_until(lambda: (d := _decision(zk, zk_layout, "E1")) is not None
+                   and d.state is S.APPROVED, timeout=15, message="E1 approved")
+    finally:
+        coordinator.stop()

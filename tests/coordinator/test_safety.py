@@ -242,6 +242,27 @@ def test_drain_failure_and_timeout_fail_the_event_and_keep_the_reservation():
     assert "drain timed out on vm-0" in late.decisions["E1"].reason
 
 
+def test_deadlines_run_only_while_a_leader_watches():
+    """A new leader (or one back from a ZooKeeper outage) gives drains and approvals in
+    flight their full time from when it could first see reports again."""
+    from dataclasses import replace
+    snap, _ = step(snapshot(grid(), [], [event("E1", ["vm-0"])]))
+    late = NOW + Policy().drain_timeout_s + 1
+    fresh, _ = step(replace(at(snap, late), watching_since=late - 5))
+    assert state(fresh, "E1") is S.DRAINING, fresh.decisions["E1"].reason
+    stale, _ = step(replace(at(snap, late), watching_since=NOW + 0.5))
+    assert state(stale, "E1") is S.FAILED and "timed out" in stale.decisions["E1"].reason
+
+    approved, _ = step(agents_finish_drains(snap))
+    assert state(approved, "E1") is S.APPROVED
+    late = approved.now + Policy().ack_timeout_s + 1
+    kept, _ = step(replace(at(approved, late), watching_since=late - 5))
+    assert state(kept, "E1") is S.APPROVED
+    timed_out, _ = step(at(approved, late))
+    assert "did not acknowledge in time" in timed_out.decisions["E1"].history[-1].reason \
+        or "did not acknowledge in time" in timed_out.decisions["E1"].history[-2].reason
+
+
 def test_lost_vm_needs_no_drain():
     snap, _ = step(snapshot(grid(), [], [event("E1", ["vm-0", "vm-5"])]))
     snap = set_live(snap, "vm-5", False)
