@@ -32,8 +32,9 @@ def test_coordinator_waits_for_zookeeper_with_readiness_failing(
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if not k.startswith("QG_")})
     try:
-        match = wait_until(lambda: re.search(r"listening on (http://[^\s:]+:\d+)\n", log.read_text()),
-                           timeout=30, message="the listening line")
+        line = re.compile(r"listening on (http://[^\s:]+:\d+)\n")
+        match = wait_until(lambda: line.search(log.read_text()), timeout=30,
+                           message="the listening line")
         url = match.group(1)
         assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
         down = httpx.get(f"{url}/readyz", timeout=5)
