@@ -200,7 +200,15 @@ def test_a_safe_event_left_to_be_forced_is_late_unless_faults_explain_it() -> No
               FaultWindow("zk_stop_two", 450.0, 900.0)]
     excused = classify(timeline([forced], outages, faults=faults),
                        Rules(ack_bound_s=BOUND))["F"]
-    assert excused.acknowledgeable and excused.late is None
+    assert excused.late is None
+    assert not excused.acknowledgeable and excused.safe_under_faults
+    # ... but a stretch of the window free of them makes it acknowledgeable again
+    short = [FaultWindow("zk_stop_two", 450.0, 600.0)]
+    judged = classify(timeline([forced], outages, faults=short),
+                      Rules(ack_bound_s=BOUND, ack_window_s=250.0))["F"]
+    assert judged.acknowledgeable and not judged.safe_under_faults
+    assert classify(timeline([forced], outages, faults=short),
+                    Rules(ack_bound_s=BOUND, ack_window_s=460.0))["F"].safe_under_faults
     # a fault on a VM outside its groups explains nothing
     elsewhere = [FaultWindow("kill_agent", 0.0, 900.0, frozenset({"vm-4"}))]
     assert classify(timeline([forced], outages, faults=elsewhere),

@@ -142,6 +142,9 @@ class ChaosReport:
     ack_bound_s: float
     ack_window_s: float
     min_ack_share: float
+    safe_under_faults: int = 0
+    """Events not acknowledged by us that were safe long enough only while faults touched
+    them: outside the judged share, inside `strict_share`."""
     fencing: dict[str, Any] = field(default_factory=dict)
     """Leader writes replayed against the election in ZooKeeper's log: how many, by how
     many leader sessions, and any committed while its writer did not lead."""
@@ -150,6 +153,13 @@ class ChaosReport:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     baseline: dict[str, Any] | None = None
     log: list[str] = field(default_factory=list)
+
+    @property
+    def strict_share(self) -> float | None:
+        """Acknowledged by us among every event safe long enough, faults or not."""
+        acked = round((self.acknowledged_share or 0.0) * self.acknowledgeable)
+        total = self.acknowledgeable + self.safe_under_faults
+        return acked / total if total else None
 
     @property
     def share_ok(self) -> bool:
@@ -167,15 +177,18 @@ class ChaosReport:
                  else f"{100 * self.acknowledged_share:.0f} %")
         tta = "  ".join(f"{k} {v:.0f} s" if v is not None else f"{k} -"
                         for k, v in self.time_to_ack_s.items())
+        strict = "-" if self.strict_share is None else f"{100 * self.strict_share:.0f} %"
         lines = [
             f"seed {self.seed}, {self.duration_s:.0f} s under the nemesis, network: "
             f"{self.network}",
             f"faults injected ({sum(self.faults.values())} of {len(self.faults)} kinds): "
             f"{faults}; group changes {self.group_changes}",
             f"events {self.events}: {classes}",
-            f"safely acknowledgeable (safe for {self.ack_window_s:.0f} s) "
-            f"{self.acknowledgeable}, acknowledged by us {share} "
+            f"safely acknowledgeable (safe for {self.ack_window_s:.0f} s, no fault touching "
+            f"it) {self.acknowledgeable}, acknowledged by us {share} "
             f"(min {100 * self.min_ack_share:.0f} %); time to ack once safe (virtual): {tta}",
+            f"safe that long only while faults touched them: {self.safe_under_faults} "
+            f"(share counting them too: {strict})",
             f"longest time without a leader {self.longest_without_leader_s:.1f} s (real); "
             f"coordinator restarts {self.coordinator_restarts}; load average "
             f"{self.load.get('mean', 0):.1f} (max {self.load.get('max', 0):.1f}) on "
@@ -1350,6 +1363,7 @@ def build_report(chaos: Chaos, timeline: checker.Timeline, rules: checker.Rules
         faults=dict(chaos.faults), group_changes=chaos.group_changes,
         events=len(verdicts), classes=dict(classes), acknowledgeable=len(ackable),
         acknowledged_share=(len(acked) / len(ackable)) if ackable else None,
+        safe_under_faults=sum(v.safe_under_faults for v in verdicts.values()),
         time_to_ack_s={"p50": checker.percentile(times, 0.5),
                        "p95": checker.percentile(times, 0.95),
                        "max": max(times) if times else None},
@@ -1472,7 +1486,7 @@ def main(argv: list[str] | None = None) -> int:
                            "problems": [v["text"] for v in base.violations + base.double_acks
                                         + base.late + base.unfinished]}
     if args.json:
-        data = {**asdict(report), "ok": report.ok}
+        data = {**asdict(report), "strict_share": report.strict_share, "ok": report.ok}
         if not args.verdicts:
             data.pop("verdicts")
         print(json.dumps(data, indent=2))

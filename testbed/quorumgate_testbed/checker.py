@@ -65,7 +65,12 @@ every group at or above `min_available` and the update domains out within budget
 counting every VM out at that moment for any reason except the event itself, and none of
 its VMs is out for another event. It was *safely acknowledgeable* when we acknowledged
 it, or when it stayed safe for `ack_window_s` (enough to drain and acknowledge) without
-interruption while Scheduled. It is *late* when it stayed safe for `ack_bound_s`
+interruption while Scheduled and while no injected fault touched it (its VMs, the members
+of their groups, or the whole stack: ZooKeeper, the coordinators). An event safe that
+long only while faults touched it is counted apart (`safe_under_faults`): the report
+gives the share with and without those, and judges by the first, because no
+ZooKeeper-based coordinator can act while its quorum, its leader or the event's agents
+are cut off. It is *late* when it stayed safe for `ack_bound_s`
 (which covers recovering from a fault that just healed) while no fault touched it or
 its groups, and still was not acknowledged by the end of that stretch.
 """
@@ -553,7 +558,8 @@ class EventVerdict:
     """`acknowledged` (by us), `forced` (at NotBefore), `no_notice` (started by the
     platform at once), `cancelled` (withdrawn), `unfinished`."""
     acknowledgeable: bool
-    """We acknowledged it, or it stayed safe for `ack_window_s` while Scheduled."""
+    """We acknowledged it, or it stayed safe for `ack_window_s` while Scheduled and no
+    fault touched it."""
     safe_s: float
     """Total time it was safe while Scheduled."""
     safe_since: float | None
@@ -566,6 +572,8 @@ class EventVerdict:
     unfinished: str | None = None
     unsafe_because: str | None = None
     """Not acknowledged by us: why it was not safe `ack_window_s` before it had to be."""
+    safe_under_faults: bool = False
+    """Not acknowledged by us, and safe for `ack_window_s` only while faults touched it."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -683,10 +691,12 @@ def classify(timeline: Timeline, rules: Rules) -> dict[str, EventVerdict]:
                      else safety.stretches(e, e.created_at, until))
         safe_s = sum(b - a for a, b in stretches)
         safe_since = stretches[-1][0] if stretches else None
-        long_enough = any(b - a >= window for a, b in stretches)
         every = {vm for _, r in e.resources_history for vm in r} | set(e.resources)
         touched = every | {m for vm in every for g in safety.groups_of.get(vm, ())
                            for m in g.members}
+        long_enough = any(b - a >= window for a, b in stretches)
+        calm = long_enough and any(fb - fa >= window for a, b in stretches
+                                   for fa, fb in _fault_free(timeline.faults, touched, a, b))
         late = None
         for a, b in stretches:
             for fa, fb in _fault_free(timeline.faults, touched, a, b):
@@ -709,7 +719,8 @@ def classify(timeline: Timeline, rules: Rules) -> dict[str, EventVerdict]:
             probe = max(e.created_at, min(until, e.not_before) - window)
             because = safety.why_not(e, probe) if probe < until else None
         verdicts[e.event_id] = EventVerdict(
-            event_id=e.event_id, kind=kind, acknowledgeable=e.ours or long_enough,
+            event_id=e.event_id, kind=kind, acknowledgeable=e.ours or calm,
+            safe_under_faults=not e.ours and long_enough and not calm,
             safe_s=safe_s, safe_since=safe_since, time_to_ack_s=time_to_ack,
             created_to_ack_s=(ack_at - e.created_at) if ack_at is not None else None,
             late=late, unfinished=unfinished, unsafe_because=because)
