@@ -1,9 +1,11 @@
 """The agent: one loop that registers, relays events, answers drains and acknowledges.
 
-Everything runs from one polling loop in its own thread; kazoo callbacks only set flags
-and wake the loop (they must never block kazoo's thread), and hooks run in a worker
-thread. Every step is bounded and every failure is logged and retried on the next
-tick, so the loop itself never dies. No global state: many `Agent`s can share a process.
+Everything runs from one polling loop in its own thread, except answering drain
+requests: the drain worker has a thread of its own, so a drain never waits behind an IMDS
+request. kazoo callbacks only set flags and wake a thread (they must never block kazoo's
+thread), and hooks run in a worker thread. Every step is bounded and every failure is
+logged and retried on the next tick, so the loop itself never dies. No global state:
+many `Agent`s can share a process.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class Agent:
             if self._thread.is_alive():
                 log.warning("agent loop still busy after %.1fs; closing anyway", timeout)
         if self.drain is not None:
+            self.drain.close()
             self.drain.join(min(1.0, timeout))
         try:
             self.zk.stop()
@@ -282,7 +285,7 @@ class Agent:
             drain_hook=self.config.drain_hook, restore_hook=self.config.restore_hook,
             on_result=lambda action, result: self.metrics.hooks.labels(
                 action=action, result=result).inc(),
-            wake=self._wake.set)
+            ready=lambda: not (self._offline or self._needs_registration.is_set()))
         self.acker = Acknowledger(
             self.zk, self.layout, name, self.imds, self.clock, retries=self.config.ack_retries,
             on_ack=lambda result: self.metrics.acks.labels(result=result).inc(),

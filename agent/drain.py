@@ -43,19 +43,24 @@ class DrainWorker:
     def __init__(self, zk: Client, layout: Layout, vm: str, clock: Clock, *,
                  drain_hook: HookConfig, restore_hook: HookConfig,
                  on_result: Callable[[str, str], None] | None = None,
-                 wake: Callable[[], None] | None = None) -> None:
+                 ready: Callable[[], bool] = lambda: True) -> None:
+        """`ready`: whether the agent is registered in this session; the worker answers
+        requests only then (a rebooted VM registers before it restores)."""
         self.zk = zk
         self.layout = layout
         self.vm = vm
         self.clock = clock
         self.hooks = {DrainWant.DRAINED: drain_hook, DrainWant.RESTORED: restore_hook}
         self._on_result = on_result or (lambda action, result: None)
-        self._wake = wake or (lambda: None)
+        self._ready = ready
         self._lock = threading.Lock()
         self._attempted: set[Key] = set()
         self._thread: threading.Thread | None = None
         self._unreported: tuple[Key, HookResult] | None = None
         self._watch: object | None = None
+        self._poke = threading.Event()
+        self._closed = threading.Event()
+        self._responder: threading.Thread | None = None
 
     @property
     def path(self) -> str:
@@ -66,9 +71,38 @@ class DrainWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def watch(self) -> None:
-        """Wake the main loop on every change of our drain record (kazoo re-arms it)."""
+        """Answer every change of our drain record at once, in a thread of our own.
+
+        The agent's main loop may be waiting on IMDS (its rate limit, a slow answer) when
+        a request lands; a drain must not wait behind it, and waking that loop would cost
+        an IMDS request per drain change, the requests the acknowledgement needs next.
+        """
+        if self._responder is None:
+            self._responder = threading.Thread(target=self._respond, daemon=True,
+                                               name=f"drain-{self.vm}")
+            self._responder.start()
         if self._watch is None:
-            self._watch = data_watch(self.zk, self.path, lambda data, stat: self._wake())
+            self._watch = data_watch(self.zk, self.path, lambda data, stat: self._poke.set())
+
+    def close(self) -> None:
+        """Stop answering (the agent is stopping); a running hook is left to finish."""
+        self._closed.set()
+        self._poke.set()
+        if self._responder is not None and self._responder is not threading.current_thread():
+            self._responder.join(2.0)
+
+    def _respond(self) -> None:
+        while not self._closed.is_set():
+            self._poke.wait(1.0)  # and once a second: a result ZooKeeper missed
+            self._poke.clear()
+            if self._closed.is_set():
+                return
+            if not self.zk.connected or not self._ready():
+                continue
+            try:
+                self.check()
+            except Exception as exc:  # connection trouble: the next change or second
+                log.debug("%s: drain check failed (%s); trying again", self.vm, exc)
 
     def check(self) -> None:
         """Start the hook for a new request; retry reporting a result ZooKeeper missed."""
@@ -129,7 +163,7 @@ class DrainWorker:
                         self.vm, ctx.action, exc)
             with self._lock:
                 self._unreported = (key, result)
-        self._wake()
+        self._poke.set()  # the next request may be waiting for this hook to end
 
     def _report(self, key: Key, result: HookResult) -> None:
         done = DrainStatus.DRAINED if key[1] == DrainWant.DRAINED else DrainStatus.RESTORED

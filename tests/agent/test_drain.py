@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from kazoo.client import KazooClient
@@ -112,3 +113,23 @@ def test_no_hook_is_instantly_done_and_malformed_record_is_skipped(
     assert agent.health()["ok"]
     _request(zk, zk_layout, "vm-5", "E-1", DrainWant.DRAINED)
     wait_until(lambda: _status(zk, zk_layout, "vm-5", DrainStatus.DRAINED), 10)
+
+
+def test_a_drain_does_not_wait_behind_a_slow_imds(zk: KazooClient, zk_layout: Layout,
+                                                  emulator: Emulator,
+                                                  make_agent: AgentFactory) -> None:
+    """The drain worker answers its watch in a thread of its own: a request that lands
+    while the agent's loop waits on IMDS (here 4 real seconds per answer) is answered
+    at once, not after that wait."""
+    make_agent("vm-1")
+    eid = emulator.schedule(ud=1, type="Reboot")["event_id"]
+    wait_until(lambda: record(zk, zk_layout.event(eid), PlatformEvent), 10)
+    emulator.fault(kind="latency", latency_s=4.0, real=True, vm="vm-1",
+                   endpoint="scheduledevents")
+    time.sleep(0.5)  # the loop is now inside a slow poll
+    asked = time.monotonic()
+    _request(zk, zk_layout, "vm-1", eid, DrainWant.DRAINED)
+    wait_until(lambda: _status(zk, zk_layout, "vm-1", DrainStatus.DRAINED), 10)
+    waited = time.monotonic() - asked
+    emulator.clear_faults()
+    assert waited < 2.0, f"the drain waited {waited:.1f} s behind the IMDS poll"
