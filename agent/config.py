@@ -56,7 +56,12 @@ class AgentConfig(DaemonSettings):
     imds_first_call_timeout_s: float = Field(default=120.0, gt=0)
     imds_max_attempts: int = Field(default=4, ge=1, le=20)
     imds_deadline_s: float = Field(default=15.0, gt=0)
-    imds_rate_per_s: float = Field(default=4.0, gt=0, le=5.0)
+    imds_rate_per_s: float = Field(default=3.0, gt=0, le=4.0)
+    imds_burst: int = Field(default=2, ge=1, le=4)
+    """Requests the agent may send back to back (its IMDS token bucket). No window of one
+    second then holds more than `imds_burst + imds_rate_per_s` requests, which must stay
+    within IMDS's 5 per second. Two lets an acknowledgement POST follow the poll that
+    confirmed its event at once, instead of waiting a token's 1/rate seconds."""
 
     offline_after_failures: int = Field(default=3, ge=0)
     """Consecutive polls with IMDS unreachable after which the VM counts as down: the
@@ -78,6 +83,14 @@ class AgentConfig(DaemonSettings):
 
     health_port: int = Field(default=0, ge=0, le=65535)
     health_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _within_imds_limit(self) -> AgentConfig:
+        if self.imds_rate_per_s + self.imds_burst > 5:
+            raise ValueError(f"imds_rate_per_s + imds_burst is "
+                             f"{self.imds_rate_per_s + self.imds_burst:g}: more than IMDS's 5 "
+                             "requests per second in some second (429s)")
+        return self
 
     @field_validator("min_available")
     @classmethod

@@ -56,6 +56,7 @@ class Agent:
             max_attempts=config.imds_max_attempts,
             deadline_s=config.imds_deadline_s,
             rate_per_s=config.imds_rate_per_s,
+            burst=config.imds_burst,
             transport=imds_transport,
             stop=self._stop,
             on_error=lambda code: self.metrics.imds_errors.labels(code=code).inc(),

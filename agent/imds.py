@@ -82,7 +82,8 @@ class ImdsClient:
         first_call_timeout_s: float = 120.0,
         max_attempts: int = 4,
         deadline_s: float = 15.0,
-        rate_per_s: float = 4.0,
+        rate_per_s: float = 3.0,
+        burst: int = 2,
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 5.0,
         transport: httpx.BaseTransport | None = None,
@@ -100,7 +101,7 @@ class ImdsClient:
         self.backoff_cap_s = backoff_cap_s
         self._stop = stop or threading.Event()
         self._on_error = on_error or (lambda code: None)
-        self._bucket = TokenBucket(rate_per_s, burst=1)
+        self._bucket = TokenBucket(rate_per_s, burst=burst)
         self._http = httpx.Client(
             headers={"Metadata": "true"},
             follow_redirects=False,

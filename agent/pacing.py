@@ -15,8 +15,8 @@ import time
 class TokenBucket:
     """At most `rate` requests per second on average and `burst` back to back.
 
-    With burst 1 no one-second window ever holds more than `rate + 1` requests, so the
-    default rate of 4 keeps the agent under IMDS's 5/s limit however the window falls.
+    No one-second window ever holds more than `burst + rate` requests, so the agent's
+    defaults (burst 2, rate 3) keep it within IMDS's 5/s however the window falls.
     """
 
     def __init__(self, rate: float, burst: float = 1.0) -> None:

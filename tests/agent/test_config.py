@@ -145,3 +145,25 @@ def test_check_fails_on_a_missing_or_not_executable_hook(
         f"drain_hook:\n  command: [{tmp_path / 'nope'}, --x]\n")
     assert main(["--check", "--config", str(tmp_path / "agent.yaml")]) == 2
     assert "nope does not exist" in capsys.readouterr().err
+
+
+def test_imds_pacing_stays_within_five_requests_per_second() -> None:
+    assert cfg.load(None, environ={}).imds_burst == 2
+    with pytest.raises(ValueError, match="imds_burst"):
+        cfg.load(None, environ={"QG_IMDS_RATE_PER_S": "4", "QG_IMDS_BURST": "2"})
+    assert cfg.load(None, environ={"QG_IMDS_RATE_PER_S": "4", "QG_IMDS_BURST": "1"})
+
+
+def test_token_bucket_never_lets_a_second_hold_more_than_burst_plus_rate() -> None:
+    """Greedy requests for 3 s: every one-second window holds at most burst + rate."""
+    import time
+
+    from agent.pacing import TokenBucket
+    bucket = TokenBucket(3.0, burst=2)
+    sent = []
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        bucket.acquire()
+        sent.append(time.monotonic())
+    assert max(sum(1 for t in sent if s <= t < s + 1.0) for s in sent) <= 5
+    assert len(sent) >= 2 + 3 * 2  # and it does pace at the rate: not starved
