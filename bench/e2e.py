@@ -15,6 +15,7 @@ document from then on) to the acknowledgement that started it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -22,8 +23,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.hops import HopRecorder
 from bench.procs import TOKEN
 from bench.procs import coordinator as start_coordinator
+from quorumgate_testbed.agentpool import AgentPool
 from quorumgate_testbed.rollout import GroupSpec, RolloutSpec, rollout_stack
 from registry.records import DecisionState
 
@@ -33,9 +36,12 @@ S = DecisionState
 @dataclass
 class E2EResult:
     vms: int
+    agent_processes: int = 0
     delays_s: list[float] = field(default_factory=list)
     phases: list[dict[str, float]] = field(default_factory=list)
     """Per event, seconds from creation to: draining, approved, acknowledged (IMDS)."""
+    hops: list[dict[str, float]] = field(default_factory=list)
+    """Per event we acknowledged, seconds spent in each hop (`bench.hops.HOPS`)."""
     forced: int = 0
     violations: list[str] = field(default_factory=list)
     completed: bool = True
@@ -59,12 +65,15 @@ def spread_groups(vms: int) -> list[GroupSpec]:
 
 
 def run(hosts: str, vms: int = 100, uds: int = 5, events: int = 15, poll_s: float = 1.0,
-        downtime_s: float = 2.0, out=lambda line: None) -> E2EResult:
+        downtime_s: float = 2.0, agent_processes: int = 0,
+        out=lambda line: None) -> E2EResult:
+    """`agent_processes` 0: the agents are threads of this process; N: they run in N
+    processes of an `AgentPool` (VM k in process k mod N)."""
     spec = RolloutSpec(cluster={"vms": vms, "fds": 3, "uds": uds}, groups=spread_groups(vms),
                        speed=1.0, poll_interval_s=poll_s, downtime_s=downtime_s,
                        coordinators=0)
     cluster = f"bench-e2e-{uuid.uuid4().hex[:8]}"
-    result = E2EResult(vms=vms)
+    result = E2EResult(vms=vms, agent_processes=agent_processes)
     counter = _GiveUps()
     quiet = [logging.getLogger(n) for n in ("agent", "kazoo", "coordinator", "quorumgate")]
     saved = [(lg, lg.level, lg.propagate) for lg in quiet]
@@ -74,15 +83,21 @@ def run(hosts: str, vms: int = 100, uds: int = 5, events: int = 15, poll_s: floa
         lg.addHandler(counter)
     started = time.perf_counter()
     try:
-        with (rollout_stack(spec, hosts, cluster, out=out) as rollout,
-              tempfile.TemporaryDirectory(prefix="qg-bench-e2e-") as workdir):
+        with contextlib.ExitStack() as stack:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="qg-bench-e2e-"))
+            pool = (stack.enter_context(AgentPool(agent_processes, Path(workdir)))
+                    if agent_processes else None)
+            rollout = stack.enter_context(rollout_stack(
+                spec, hosts, cluster, out=out, agent_host=pool.host if pool else None))
             coordinator = start_coordinator(hosts, cluster, Path(workdir), resync_s=1.0,
                                             extra=("--clock", rollout.clock.spec))
             try:
                 coordinator.wait_mirrored(vms, len(spec.groups), TOKEN)
                 began = rollout.watcher.start_at = rollout.clock.now()
+                recorder = HopRecorder(rollout.watcher.client, rollout.layout, rollout.clock)
                 for k in range(events):
                     eid = rollout.schedule_ud(k % uds)
+                    recorder.follow(eid, tuple(rollout.emu.event(eid)["resources"]))
                     deadline = time.monotonic() + 120
                     while not rollout.settled(eid):
                         if time.monotonic() > deadline:
@@ -94,7 +109,14 @@ def run(hosts: str, vms: int = 100, uds: int = 5, events: int = 15, poll_s: floa
                 summary = rollout.summary(began)
                 for report in summary.events:
                     decision = rollout.watcher.decisions.get(report.event_id)
-                    created = rollout.emu.event(report.event_id)["created_at"]
+                    seen = rollout.emu.event(report.event_id)
+                    created = seen["created_at"]
+                    if report.event_id in recorder.events:
+                        posts = [a["at"] for a in seen["acks"]]
+                        hops = recorder.finish(report.event_id, created,
+                                               min(posts) if posts else None, decision).hops()
+                        if hops is not None:
+                            result.hops.append(hops)
                     first = {}
                     for t in decision.history if decision else []:
                         first.setdefault(t.to, t.at - created)
