@@ -71,7 +71,7 @@ def run(hosts: str, vms: int = 100, uds: int = 5, events: int = 15, poll_s: floa
     processes of an `AgentPool` (VM k in process k mod N)."""
     spec = RolloutSpec(cluster={"vms": vms, "fds": 3, "uds": uds}, groups=spread_groups(vms),
                        speed=1.0, poll_interval_s=poll_s, downtime_s=downtime_s,
-                       coordinators=0)
+                       coordinators=0, register_timeout_s=max(30.0, 0.3 * vms))
     cluster = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     result = E2EResult(vms=vms, agent_processes=agent_processes)
     counter = _GiveUps()
