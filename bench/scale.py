@@ -333,8 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for run in filter(None, args.e2e_vms.split(",")):
                     vms_text, _, procs_text = run.partition(":")
                     vms, procs = int(vms_text), int(procs_text or 0)
-                    found = e2e.run(hosts, vms=vms, events=e2e_events, poll_s=poll_s,
-                                    agent_processes=procs)
+                    try:
+                        found = e2e.run(hosts, vms=vms, events=e2e_events, poll_s=poll_s,
+                                        agent_processes=procs)
+                    except RuntimeError as exc:  # e.g. agents that never registered
+                        print(f"{vms} VMs in {procs} agent processes: not measured ({exc})")
+                        results["e2e"].append({"vms": vms, "agent_processes": procs,
+                                               "error": str(exc)})
+                        continue
                     print(e2e_table(found, poll_s))
                     results["e2e"].append(found.__dict__)
                     e2e_results.append(found)
