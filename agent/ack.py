@@ -163,7 +163,8 @@ class Acknowledger:
                                 ev.event_id, decision.approval, ", ".join(undrained[:5]))
                 continue
             self.acknowledge(ev.event_id, decision.approval, doc.incarnation,
-                             decision_read=(data, stat.version), drains_read=drains_read)
+                             decision_read=(data, stat.version), drains_read=drains_read,
+                             approved=decision.approved)
 
     def _undrained(self, event_id: str, approved: list[str]) -> tuple[list[str],
                                                                        dict[str, int]]:
@@ -187,11 +188,14 @@ class Acknowledger:
 
     def acknowledge(self, event_id: str, approval: int, incarnation: int, *,
                     decision_read: tuple[bytes, int] | None = None,
-                    drains_read: dict[str, int] | None = None) -> AckRecord | None:
+                    drains_read: dict[str, int] | None = None,
+                    approved: list[str] | None = None) -> AckRecord | None:
         """Claim, send, record. Returns the final record, or None if nothing was sent.
 
         `decision_read` (the decision's bytes and znode version as read) fences the claim
-        against a leader revoking the approval meanwhile; see `_claim`.
+        against a leader revoking the approval meanwhile; see `_claim`. `approved` is the
+        set the approval covers: a retry after a refused POST goes out only while IMDS
+        still lists nothing outside it (None: not checked, for callers that checked).
         """
         claimed = self._claim(event_id, approval, incarnation, decision_read, drains_read or {})
         if claimed is None:
@@ -200,7 +204,7 @@ class Acknowledger:
         if not claimed:
             self._adopt_unresolved(event_id, approval)
             return None
-        state, detail, incarnation = self._send(event_id, incarnation)
+        state, detail, incarnation = self._send(event_id, incarnation, approved)
         self._on_ack(state.value)
         log.info("%s: acknowledgement of %s (approval %d): %s %s", self.vm, event_id,
                  approval, state.value, detail)
@@ -294,8 +298,14 @@ class Acknowledger:
             # the ack record changed under us: re-read it
         raise CasConflict(f"gave up claiming {path}")
 
-    def _send(self, event_id: str, incarnation: int) -> tuple[AckState, str, int]:
-        """POST StartRequests; on a 4xx refetch (stale incarnation?) and retry, bounded."""
+    def _send(self, event_id: str, incarnation: int,
+              approved: list[str] | None) -> tuple[AckState, str, int]:
+        """POST StartRequests; on a 4xx refetch (stale incarnation?) and retry, bounded.
+
+        A refusal may mean the platform changed the event since our fetch: the retry is
+        a new acknowledgement of what IMDS lists now, so it is checked against the
+        approved set like the first one (a platform that refuses stale incarnations
+        must not turn its refusal into a start of VMs nobody drained)."""
         for attempt in range(self.retries + 1):
             try:
                 response = self.imds.start_requests([event_id], incarnation)
@@ -314,6 +324,11 @@ class Acknowledger:
             if ev is None or ev.event_status != SCHEDULED:
                 now = "gone" if ev is None else ev.event_status
                 return AckState.REJECTED, f"{reason}; event now {now}", fresh.incarnation
+            outside = _outside(ev.resources, approved) if approved is not None else []
+            if outside:
+                return AckState.REJECTED, (
+                    f"{reason}; IMDS now lists {', '.join(outside[:5])}, which the approval "
+                    "does not cover: not retried"), fresh.incarnation
             log.info("acknowledgement of %s rejected (%s); retrying with incarnation %d",
                      event_id, reason, fresh.incarnation)
             incarnation = fresh.incarnation

@@ -124,6 +124,28 @@ def test_stale_incarnation_is_refetched_and_retried(zk: KazooClient, zk_layout: 
     assert [a["incarnation"] for a in emulator.event(eid)["acks"]] == [ack.incarnation]
 
 
+def test_a_refused_post_is_not_retried_for_resources_the_approval_does_not_cover(
+        zk: KazooClient, zk_layout: Layout, emulator: Emulator) -> None:
+    """Issue 12.1 at the retry: the platform grew the event between the acker's fetch and
+    its POST and refuses the stale incarnation; the retry would start vm-3 undrained."""
+    emulator.control.patch("/settings", json={"strict_incarnation": True}).raise_for_status()
+    eid = emulator.schedule(vms=["vm-0"], type="Reboot")["event_id"]
+    imds = ImdsClient(emulator.vm_url("vm-0"))
+    doc = imds.scheduled_events()
+    emulator.reshape(eid, ["vm-0", "vm-3"])
+    results: list[str] = []
+    acker = Acknowledger(zk, zk_layout, "vm-0", imds, emulator.clock, retries=2,
+                         on_ack=results.append)
+    _approve(zk, zk_layout, eid, "vm-0", 1, approved=["vm-0"])
+    acker.check(doc)  # the document it fetched before the platform changed the event
+    ack = _ack(zk, zk_layout, eid)
+    assert ack is not None and ack.state == AckState.REJECTED, ack
+    assert "vm-3" in ack.detail and "does not cover" in ack.detail
+    assert results == ["rejected"]
+    assert emulator.event(eid)["acks"] == []  # the refused POST started nothing
+    assert emulator.event(eid)["status"] == "Scheduled"
+
+
 def test_rejection_is_recorded_with_reason(zk: KazooClient, zk_layout: Layout,
                                            emulator: Emulator) -> None:
     eid = emulator.schedule(ud=0, type="Reboot")["event_id"]
