@@ -713,6 +713,12 @@ class _EventPlanner:
             return
         if state in IN_FLIGHT and self.unreserved() and not self.follow_resources():
             return
+        if state is S.ACKNOWLEDGED and (extra := self.unreserved()):
+            # Our POST was accepted and IMDS has not shown the start yet: whatever the
+            # platform starts now is unavailable to every other event.
+            self.reserve(extra)
+            self.note(C.RESOURCES_CHANGED, f"Resources grew to include {', '.join(extra[:5])} "
+                      "after our acknowledgement: reserved")
         self.let_go_of_dropped()
         if state in (S.NEW, S.HELD):
             self.admit_or_hold()

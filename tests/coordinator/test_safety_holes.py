@@ -117,6 +117,19 @@ def test_claimed_approval_reserves_the_newcomers_at_once():
     assert set(d.reserved) == {"vm-0", "vm-5"}, "whatever the ack may start is unavailable"
 
 
+def test_accepted_acknowledgement_reserves_newcomers_while_imds_still_says_scheduled():
+    """The POST was accepted; the relay still shows the event Scheduled (IMDS lags) and
+    now lists vm-5 too: what the platform starts is unavailable to every other event."""
+    snap = step(snapshot(grid(), [FOUR], [event("E1", ["vm-0"])]))
+    snap = step(agents_finish_drains(snap))
+    snap = step(ack(snap, "E1", AckState.ACCEPTED))
+    assert snap.decisions["E1"].state is S.ACKNOWLEDGED
+    snap = step(with_resources(snap, "E1", ["vm-0", "vm-5"]))
+    d = snap.decisions["E1"]
+    assert d.state is S.ACKNOWLEDGED and set(d.reserved) == {"vm-0", "vm-5"}
+    assert any("vm-5" in turn.reason for turn in d.history)
+
+
 # ------------------------------------------------------------ 2. VMs we do not know
 
 
