@@ -62,5 +62,6 @@ def test_the_simulation_exercises_what_it_claims() -> None:
     assert totals["forced"] > 5 and totals["crashes"] > 50 and held > 10, totals
     for fault in ("resources_grew", "imds_flaps", "corrupt_records", "group_changes",
                   "lost_writes", "lost_claims", "operator_forces", "deleted",
-                  "drain_conflicts", "passes_behind_own_writes", "acker_refused"):
+                  "drain_conflicts", "passes_behind_own_writes", "acker_refused",
+                  "domains_changed"):
         assert totals[fault] > 0, f"the simulation never produced {fault}: {totals}"

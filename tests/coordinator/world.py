@@ -550,12 +550,19 @@ class World:
 
     def replace_vm(self, vm: str) -> None:
         """The scale set replaces a deleted VM; its groups take the newcomer (as the data
-        system would re-replicate), so the cluster does not wither away."""
+        system would re-replicate), so the cluster does not wither away. The platform
+        places the newcomer where it likes: often another fault and update domain than
+        the member it replaces (a group's domains change under the coordinator)."""
         old = self.truth[vm]
         self.next_vm = getattr(self, "next_vm", len(self.truth))
         name = f"vm-{self.next_vm}"
         self.next_vm += 1
-        self.truth[name] = TrueVM(name, fd=old.fd, ud=old.ud, agent=old.agent, born=self.now)
+        ud = self.rng.choice(sorted({t.ud for t in self.truth.values()}))
+        fd = ud if self.topology == "flex" else self.rng.choice(
+            sorted({t.fd for t in self.truth.values()}))
+        if (fd, ud) != (old.fd, old.ud):
+            self.counts["domains_changed"] += 1
+        self.truth[name] = TrueVM(name, fd=fd, ud=ud, agent=old.agent, born=self.now)
         self.incarnation[name] = 1
         for gname, group in list(self.groups.items()):
             if vm in group.members and self.rng.random() < 0.7:
