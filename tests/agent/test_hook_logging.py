@@ -1,6 +1,7 @@
-"""On-call visibility: a failed drain hook is logged with its exit code and the tail of its
-output (stdout and stderr), by a real agent answering a real drain request in ZooKeeper;
-`quorumgate agent --log-format json` writes one JSON object per line."""
+"""On-call visibility: an agent logs the first sight of each event (held ones too);
+a failed drain hook is logged with its exit code and the tail of its output (stdout and
+stderr), by a real agent answering a real drain request in ZooKeeper; `quorumgate agent
+--log-format json` writes one JSON object per line."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import pytest
 from kazoo.client import KazooClient
 
 from agent.hooks import HookResult, log_tail
+from imds_sim.testing import Emulator
 from registry.codec import encode
 from registry.layout import Layout
-from registry.records import DrainRecord, DrainStatus, DrainWant
+from registry.records import DrainRecord, DrainStatus, DrainWant, PlatformEvent
 from tests.helpers import wait_until
 
 from .conftest import AgentFactory, record
@@ -74,3 +76,19 @@ def test_agent_log_format_json(zk_hosts: str, zk_layout: Layout) -> None:
         proc.terminate()
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_first_sight_of_an_event_is_logged_once_even_when_nobody_approves_it(
+        zk: KazooClient, zk_layout: Layout, emulator: Emulator, make_agent: AgentFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A held event never reaches a hook: the VM's log still says when it first saw it."""
+    caplog.set_level(logging.INFO, logger="agent")
+    agent = make_agent("vm-1")
+    eid = emulator.schedule(ud=1, type="Reboot", downtime_s=60)["event_id"]
+    wait_until(lambda: record(zk, zk_layout.event(eid), PlatformEvent), 10)
+    polls = agent.metrics.value("quorumgate_agent_polls_total")
+    wait_until(lambda: agent.metrics.value("quorumgate_agent_polls_total") >= polls + 3, 10)
+    lines = [r.getMessage() for r in caplog.records if f"sees event {eid}" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"vm-1 sees event {eid}: Reboot Scheduled, NotBefore ")
+    assert lines[0].endswith("Resources vm-1, vm-4")
